@@ -1,0 +1,43 @@
+# The two commands of the README: `make up` runs the stack, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+NODE_SDK := tests/sdk/node
+
+.PHONY: up test install lint typecheck unit integration clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "meterflow needs Python 3.11 or newer"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/meterflow up
+
+$(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Node SDK test will be skipped"; fi
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+test: install lint typecheck $(NODE_SDK)/node_modules/.package-lock.json
+	$(BIN)/pytest --junitxml=build/test-results.xml
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules

@@ -1,0 +1,1 @@
+"""Kafka consumers: folding meter events into rollups, evaluating alerts."""

@@ -1,0 +1,1 @@
+"""How meterflow runs: launchers for local services and deployment assets."""

@@ -1,0 +1,423 @@
+"""A private PostgreSQL server for development and tests, bound to 127.0.0.1 only.
+
+The cluster lives in ``<data_dir>/pgdata`` and is created on first start; the server log is
+``<data_dir>/postgres.log``. Binaries come from the ``pgserver`` wheel (real PostgreSQL 16), else
+from ``pg_config --bindir`` or ``PATH``. PostgreSQL refuses to run as root, so under root the
+cluster belongs to, and the server runs as, the system user ``meterflow-pg``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypedDict
+from urllib.parse import quote
+
+from meterflow.errors import LauncherError
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_USER = "meterflow-pg"
+SUPERUSER = "postgres"
+HOST = "127.0.0.1"
+_PROGRAMS = ("initdb", "postgres", "psql")
+# sun_path is 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+_PG_HBA = """\
+# Written by meterflow's launcher: trust, but only over the private socket and loopback.
+local   all   all                  trust
+host    all   all   127.0.0.1/32   trust
+"""
+
+# Creates the application role and database unless they exist; fed to psql on stdin.
+_BOOTSTRAP_SQL = """\
+SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'app_user')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \\gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user')
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \\gexec
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresServerConfig:
+    """Where and how to run the server; ``durable=False`` trades crash safety for speed (tests)."""
+
+    data_dir: Path
+    port: int
+    database: str = "meterflow"
+    user: str = "meterflow"
+    durable: bool = True
+    extra_settings: Mapping[str, str] = field(default_factory=dict)
+    # None: pgserver's binaries, else pg_config --bindir, else PATH.
+    bin_dir: Path | None = None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+
+def server_settings(config: PostgresServerConfig) -> dict[str, str]:
+    """The ``-c`` settings the postmaster runs with, sized for a small (2-core) machine."""
+    socket_dir = str(config.pgdata)
+    if len(f"{socket_dir}/.s.PGSQL.{config.port}") > _MAX_SOCKET_PATH:
+        socket_dir = ""  # too long for a unix socket path: TCP on loopback only
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(config.port),
+        "unix_socket_directories": socket_dir,
+        "max_connections": "200",
+        "shared_buffers": "128MB",
+        "max_wal_size": "2GB",
+        "min_wal_size": "256MB",
+        "checkpoint_timeout": "15min",
+        "max_parallel_workers_per_gather": "1",
+        "timezone": "UTC",
+        "log_timezone": "UTC",
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+    }
+    if not config.durable:
+        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    settings.update(config.extra_settings)
+    return settings
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_bin_dir() -> Path:
+    """The directory holding ``initdb``, ``postgres`` and ``psql``."""
+    candidates: list[Path] = []
+    # find_spec locates pgserver without importing it (its import has side effects).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / "pginstall" / "bin" for p in spec.submodule_search_locations]
+    if pg_config := shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            )
+            candidates.append(Path(out.stdout.strip()))
+    if postgres := shutil.which("postgres"):
+        candidates.append(Path(postgres).resolve().parent)  # through /usr/local/bin symlinks
+    for candidate in candidates:
+        if all(os.access(candidate / name, os.X_OK) for name in _PROGRAMS):
+            return candidate
+    raise LauncherError(
+        "no PostgreSQL server binaries found: install the pgserver package, or PostgreSQL "
+        f"with {', '.join(_PROGRAMS)} in `pg_config --bindir` or on PATH"
+    )
+
+
+class _Credentials(TypedDict):
+    user: int | None
+    group: int | None
+    extra_groups: list[int] | None
+
+
+def _credentials(account: pwd.struct_passwd | None) -> _Credentials:
+    """``subprocess`` arguments that run a child as ``account`` (None: as ourselves)."""
+    if account is None:
+        return {"user": None, "group": None, "extra_groups": None}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """The account the server runs as when we are root, created on first use."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        shell = "/usr/sbin/nologin" if Path("/usr/sbin/nologin").exists() else "/bin/false"
+        argv = ["useradd", "--system", "--user-group", "--no-create-home"]
+        argv += ["--home-dir", "/nonexistent", "--shell", shell, name]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+            detail = result.stderr.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = str(exc)
+        try:  # a concurrent launcher may have created it first; either way it must exist now
+            entry = pwd.getpwnam(name)
+        except KeyError as exc:
+            raise LauncherError(f"cannot create system user {name!r}: {detail}") from exc
+    return entry
+
+
+def _ensure_traversable(directory: Path) -> None:
+    """Let other users pass through ``directory`` and its parents (execute bit only, no listing)."""
+    resolved = directory.resolve()
+    for step in (resolved, *resolved.parents):
+        mode = step.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            logger.warning("adding o+x to %s so %s can reach %s", step, SYSTEM_USER, directory)
+            step.chmod(mode | stat.S_IXOTH)
+
+
+def _child_env() -> dict[str, str]:
+    # PG* variables (PGDATA, PGPORT, PGOPTIONS, ...) would silently redirect our tools.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env |= {"LC_ALL": "C", "TZ": "UTC"}
+    return env
+
+
+def _read_postmaster_pid(path: Path) -> tuple[int, str] | None:
+    """The pid (line 1) and status (line 8: ``starting``/``ready``/``stopping``) of a lock file."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+        return int(lines[0]), lines[7].strip() if len(lines) > 7 else ""
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _child_pids(parent: int) -> list[int]:
+    """Direct children of ``parent``, from /proc (empty where there is no /proc)."""
+    children = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = stat_file.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == parent:
+                children.append(int(stat_file.parent.name))
+    return children
+
+
+def _is_live_postgres(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:  # a stale file may name a pid that now belongs to some other program
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+    except OSError:
+        return True
+
+
+class LocalPostgresServer:
+    """Start with :meth:`start` (or ``with``); :meth:`stop` does a fast shutdown."""
+
+    def __init__(self, config: PostgresServerConfig) -> None:
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def dsn(self) -> str:
+        c = self.config
+        return f"postgresql://{quote(c.user, safe='')}@{HOST}:{c.port}/{quote(c.database, safe='')}"
+
+    @property
+    def admin_dsn(self) -> str:
+        """Superuser on the ``postgres`` database: for CREATE/DROP DATABASE."""
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.config.port}/postgres"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.poll() is None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Initialise the cluster if needed, start the server, create the role and database."""
+        if self.pid is not None:
+            return
+        deadline = time.monotonic() + timeout_s
+        bin_dir = self.config.bin_dir or find_bin_dir()
+        account = _ensure_system_user(SYSTEM_USER) if os.geteuid() == 0 else None
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if account is not None:
+            _ensure_traversable(self.config.data_dir)
+            _ensure_traversable(bin_dir)
+        if not self._is_initialised():
+            self._initdb(bin_dir, account, deadline)
+        self._refuse_live_postmaster()
+        process = self._launch(bin_dir, account)
+        try:
+            self._wait_until_ready(process, deadline, timeout_s)
+            self._bootstrap(bin_dir, deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Fast shutdown (SIGINT); after ``timeout_s``, SIGKILL the postmaster and its children."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "postgres (pid %d) ignored SIGINT for %ss; killing", process.pid, timeout_s
+                )
+                # Every backend is its own session leader, so killpg would miss them; collect them
+                # before the postmaster dies and they are reparented.
+                for pid in [*_child_pids(process.pid), process.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.wait()
+
+    def _is_initialised(self) -> bool:
+        pgdata = self.config.pgdata
+        if (pgdata / "PG_VERSION").is_file() and (pgdata / "global" / "pg_control").is_file():
+            return True
+        if pgdata.is_dir() and any(pgdata.iterdir()):
+            raise LauncherError(f"{pgdata} exists but is not a PostgreSQL cluster; remove it")
+        return False
+
+    def _initdb(self, bin_dir: Path, account: pwd.struct_passwd | None, deadline: float) -> None:
+        # initdb into a sibling directory and rename it into place, so an interrupted initdb never
+        # leaves a half-made cluster where the next start would trust it.
+        pgdata = self.config.pgdata
+        staging = Path(tempfile.mkdtemp(prefix="pgdata.initdb-", dir=self.config.data_dir))
+        try:
+            if account is not None:
+                os.chown(staging, account.pw_uid, account.pw_gid)
+            argv = [str(bin_dir / "initdb"), "-D", str(staging), "-U", SUPERUSER, "--auth=trust"]
+            argv += ["--encoding=UTF8", "--locale=C", "--no-instructions"]
+            if not self.config.durable:
+                argv.append("--no-sync")
+            self._run(argv, account, deadline, cwd=staging)
+            (staging / "pg_hba.conf").write_text(_PG_HBA)
+            with contextlib.suppress(FileNotFoundError):
+                pgdata.rmdir()  # only ever empty here; rename cannot replace it on every OS
+            staging.rename(pgdata)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _refuse_live_postmaster(self) -> None:
+        pid_file = self.config.pgdata / "postmaster.pid"
+        info = _read_postmaster_pid(pid_file)
+        if info is None or not _is_live_postgres(pid := info[0]):
+            return  # no lock file, or a stale one that postgres replaces itself
+        raise LauncherError(
+            f"a PostgreSQL server from an earlier run (pid {pid}) is still running on "
+            f"{self.config.pgdata}; stop it first (kill -INT {pid}) rather than start a "
+            "second one on the same data directory"
+        )
+
+    def _launch(self, bin_dir: Path, account: pwd.struct_passwd | None) -> subprocess.Popen[bytes]:
+        argv = [str(bin_dir / "postgres"), "-D", str(self.config.pgdata)]
+        for name, value in server_settings(self.config).items():
+            argv += ["-c", f"{name}={value}"]
+        with self.config.log_file.open("ab") as log:
+            log.write(
+                f"--- meterflow launcher: starting postgres on port {self.config.port}\n".encode()
+            )
+            log.flush()
+            self._log_offset = log.tell()
+            # A session of its own: a terminal's Ctrl-C reaches us, not postgres, so shutdown stays
+            # ordered (the application drains before its database goes away).
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.config.pgdata,
+                env=_child_env(),
+                start_new_session=True,
+                **_credentials(account),
+            )
+        self._process = process
+        return process
+
+    def _wait_until_ready(
+        self, process: subprocess.Popen[bytes], deadline: float, timeout_s: float
+    ) -> None:
+        pid_file = self.config.pgdata / "postmaster.pid"
+        delay = 0.01
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise LauncherError(
+                    f"postgres exited with code {code} during start-up{self._tail()}"
+                )
+            if _read_postmaster_pid(pid_file) == (process.pid, "ready"):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LauncherError(f"postgres was not ready within {timeout_s}s{self._tail()}")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.2)
+
+    def _bootstrap(self, bin_dir: Path, deadline: float) -> None:
+        argv = [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-v", f"app_user={self.config.user}", "-v", f"app_db={self.config.database}"]
+        argv += ["-h", HOST, "-p", str(self.config.port), "-U", SUPERUSER, "-d", "postgres"]
+        self._run(argv, None, deadline, stdin=_BOOTSTRAP_SQL)
+
+    def _run(
+        self,
+        argv: list[str],
+        account: pwd.struct_passwd | None,
+        deadline: float,
+        *,
+        cwd: Path | None = None,
+        stdin: str | None = None,
+    ) -> None:
+        timeout = max(deadline - time.monotonic(), 1.0)
+        try:
+            subprocess.run(
+                argv,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=timeout,
+                cwd=cwd,
+                env=_child_env(),
+                **_credentials(account),
+            )
+        except subprocess.CalledProcessError as exc:
+            output = (exc.stdout or "") + (exc.stderr or "")
+            raise LauncherError(
+                f"{Path(argv[0]).name} failed ({exc.returncode}):\n{output}"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise LauncherError(f"{Path(argv[0]).name} took longer than {timeout:.0f}s") from exc
+
+    def _tail(self, lines: int = 30) -> str:
+        try:
+            with self.config.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"; log tail ({self.config.log_file}):\n{tail}" if tail else ""

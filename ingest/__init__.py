@@ -1,0 +1,1 @@
+"""The HTTP edge: Stripe-compatible API, validation, authentication."""

@@ -1,0 +1,233 @@
+"""The ingest ASGI application: read, authenticate, dispatch, answer in Stripe's shape.
+
+Lifespan owns the database pool: startup opens it, shutdown closes it within the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
+
+import asyncpg
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ingest.auth import Authenticator, Principal
+from ingest.http import Request, Response, error_response, json_response
+from ingest.meter_store import MeterStore
+from ingest.meters_api import MetersApi
+from ingest.metrics import IngestMetrics, PoolCollector
+from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
+from meterflow.errors import ApiError, AuthenticationFailed, PayloadTooLarge, ServiceUnavailable
+from meterflow.ids import object_id
+from meterflow.settings import Settings
+
+log = logging.getLogger("meterflow.ingest")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_READY_TIMEOUT_S = 2.0
+
+
+class PgKeyDirectory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def principal_for(self, key_hash: bytes) -> Principal | None:
+        row = await self._pool.fetchrow(
+            "SELECT account_id, livemode FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            key_hash,
+        )
+        return None if row is None else Principal(row["account_id"], row["livemode"])
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class IngestApp:
+    """An ASGI 3 application; construct, then let the server drive ``lifespan`` and ``http``."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = IngestMetrics(registry)
+        self.pool: asyncpg.Pool | None = None
+        self._router: Router | None = None
+        self._authenticator: Authenticator | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        if not self.settings.database_url:
+            raise RuntimeError("ingest needs DATABASE_URL")
+        self.pool = await asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=self.settings.db_pool_min,
+            max_size=self.settings.db_pool_max,
+        )
+        pool = self.pool
+        self.registry.register(
+            PoolCollector(lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size()))
+        )
+        self._authenticator = Authenticator(
+            PgKeyDirectory(self.pool), ttl_s=self.settings.auth_cache_ttl_s
+        )
+        meters = MetersApi(MeterStore(self.pool))
+        self._router = Router(
+            [
+                Route("GET", "/metrics", self._metrics, authenticated=False),
+                Route("GET", "/healthz", self._healthz, authenticated=False),
+                Route("GET", "/readyz", self._readyz, authenticated=False),
+                *meters.routes(),
+            ]
+        )
+        log.info("ingest ready")
+
+    async def shutdown(self) -> None:
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), self.settings.shutdown_deadline_s)
+            except TimeoutError:
+                log.warning("database pool did not close in time; terminating connections")
+                self.pool.terminate()
+            self.pool = None
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        route_name = "unmatched"
+        request_id = object_id("req", length=14)
+        status = 500
+        self.metrics.in_flight.inc()
+        try:
+            try:
+                if self._router is None or self._authenticator is None:
+                    raise ServiceUnavailable("meterflow is starting; retry shortly.")
+                match = self._router.match(method, path)
+                route_name = match.route.template
+                response = await self._handle(scope, receive, match, request_id)
+            except ApiError as exc:
+                if isinstance(exc, AuthenticationFailed):
+                    self.metrics.auth_failures.inc()
+                response = error_response(exc)
+            except Exception:
+                log.exception("unhandled error in %s %s (request %s)", method, path, request_id)
+                self.metrics.errors.labels(route_name).inc()
+                response = error_response(
+                    _InternalError("An internal error occurred; the request may be retried.")
+                )
+            status = response.status
+            await _send_response(send, response, request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route_name, method, str(status)).inc()
+            self.metrics.latency.labels(route_name).observe(time.perf_counter() - started)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, match: Match, request_id: str
+    ) -> Response:
+        assert self._authenticator is not None  # noqa: S101 - checked by the caller
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await _read_body(receive, headers, self.settings.max_body_bytes)
+        except _BodyTooLarge as exc:
+            raise PayloadTooLarge(
+                f"The request body is larger than {self.settings.max_body_bytes} bytes."
+            ) from exc
+        request = Request(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            headers=headers,
+            body=body,
+            request_id=request_id,
+            path_params=match.path_params,
+        )
+        route = match.route
+        if route.authenticated:
+            principal = await self._authenticator.authenticate(request.header("authorization"))
+            return await cast(AuthedHandler, route.handler)(request, principal)
+        return await cast(PublicHandler, route.handler)(request)
+
+    # -- operational endpoints -----------------------------------------------------------------
+
+    async def _metrics(self, _request: Request) -> Response:
+        return Response(200, generate_latest(self.registry), b"text/plain; version=0.0.4")
+
+    async def _healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def _readyz(self, _request: Request) -> Response:
+        if self.pool is None:
+            raise ServiceUnavailable("database pool is not open")
+        try:
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), _READY_TIMEOUT_S)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise ServiceUnavailable("database is not answering") from exc
+        return json_response({"status": "ready"})
+
+
+class _InternalError(ServiceUnavailable):
+    status = 500
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_response(send: Send, response: Response, request_id: str) -> None:
+    headers = [
+        (b"content-type", response.content_type),
+        (b"content-length", str(len(response.body)).encode()),
+        (b"request-id", request_id.encode()),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

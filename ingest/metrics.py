@@ -1,0 +1,64 @@
+"""Prometheus metrics of the HTTP edge; the registry is passed in, never global."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "meterflow_http_requests_total",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "meterflow_http_request_duration_seconds",
+            "Time from receiving a request to sending its response, by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "meterflow_http_requests_in_flight",
+            "Requests being handled right now.",
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "meterflow_auth_failures_total",
+            "Requests refused for a missing or unknown API key.",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "meterflow_http_server_errors_total",
+            "Requests that failed inside meterflow (answered 500); should stay at zero.",
+            ["route"],
+            registry=registry,
+        )
+
+
+class PoolCollector(Collector):
+    """Reads database pool occupancy at scrape time."""
+
+    def __init__(self, sizes: Callable[[], tuple[int, int, int]]) -> None:
+        self._sizes = sizes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        size, idle, maximum = self._sizes()
+        family = GaugeMetricFamily(
+            "meterflow_db_pool_connections", "Database pool connections by state.", labels=["state"]
+        )
+        family.add_metric(["open"], size)
+        family.add_metric(["idle"], idle)
+        family.add_metric(["max"], maximum)
+        yield family

@@ -1,0 +1,1 @@
+"""meterflow: a self-hosted, Stripe-compatible meter event pipeline."""

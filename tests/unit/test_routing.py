@@ -1,0 +1,42 @@
+import pytest
+
+from ingest.auth import Principal
+from ingest.http import Request, Response, json_response
+from ingest.routing import Route, Router
+from meterflow.errors import MethodNotAllowed, UnknownRoute
+
+
+async def _handler(_request: Request, _who: Principal) -> Response:
+    return json_response({})
+
+
+ROUTER = Router(
+    [
+        Route("GET", "/v1/billing/meters", _handler),
+        Route("POST", "/v1/billing/meters/{id}", _handler),
+        Route("POST", "/v1/billing/meters/{id}/deactivate", _handler),
+    ]
+)
+
+
+def test_matches_templates_and_extracts_ids() -> None:
+    match = ROUTER.match("POST", "/v1/billing/meters/mtr_123/deactivate")
+    assert match.route.template == "/v1/billing/meters/{id}/deactivate"
+    assert match.path_params == {"id": "mtr_123"}
+
+
+def test_unknown_path_is_404_and_wrong_method_is_405_with_allow() -> None:
+    with pytest.raises(UnknownRoute) as missing:
+        ROUTER.match("GET", "/v1/nothing")
+    assert missing.value.status == 404
+    with pytest.raises(MethodNotAllowed) as wrong:
+        ROUTER.match("DELETE", "/v1/billing/meters/mtr_1")
+    assert wrong.value.status == 405
+    assert wrong.value.headers == {"Allow": "POST"}
+
+
+def test_ids_cannot_span_segments_or_be_huge() -> None:
+    with pytest.raises(UnknownRoute):
+        ROUTER.match("POST", "/v1/billing/meters/a/b")
+    with pytest.raises(UnknownRoute):
+        ROUTER.match("POST", "/v1/billing/meters/" + "x" * 256)

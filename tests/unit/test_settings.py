@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from meterflow.errors import ConfigurationError
+from meterflow.settings import load_settings, mask_url_password
+
+
+def test_environment_overrides_defaults() -> None:
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgresql://u:pw@h/db",
+            "METERFLOW_HTTP_PORT": "9000",
+            "METERFLOW_DATA_DIR": "/srv/mf",
+            "KAFKA_BOOTSTRAP_SERVERS": "",
+        }
+    )
+    assert settings.http_port == 9000
+    assert settings.data_dir == Path("/srv/mf")
+    assert settings.kafka_bootstrap_servers is None
+    assert settings.masked()["database_url"] == "postgresql://u:***@h/db"
+
+
+def test_bad_values_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="METERFLOW_HTTP_PORT"):
+        load_settings({"METERFLOW_HTTP_PORT": "eighty"})
+    with pytest.raises(ConfigurationError):
+        load_settings({"METERFLOW_DB_POOL_MIN": "5", "METERFLOW_DB_POOL_MAX": "2"})
+
+
+def test_mask_leaves_passwordless_urls_alone() -> None:
+    assert mask_url_password("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url_password("not a url") == "not a url"
