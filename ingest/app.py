@@ -132,9 +132,7 @@ class IngestApp:
         self.metrics.in_flight.inc()
         try:
             try:
-                if self._router is None or self._authenticator is None:
-                    raise ServiceUnavailable("meterflow is starting; retry shortly.")
-                match = self._router.match(method, path)
+                match = self._match(method, path)
                 route_name = match.route.template
                 response = await self._handle(scope, receive, match, request_id)
             except ApiError as exc:
@@ -153,6 +151,11 @@ class IngestApp:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(route_name, method, str(status)).inc()
             self.metrics.latency.labels(route_name).observe(time.perf_counter() - started)
+
+    def _match(self, method: str, path: str) -> Match:
+        if self._router is None or self._authenticator is None:
+            raise ServiceUnavailable("meterflow is starting; retry shortly.")
+        return self._router.match(method, path)
 
     async def _handle(
         self, scope: Scope, receive: Receive, match: Match, request_id: str

@@ -1,0 +1,364 @@
+"""A real single-node Apache Kafka broker built from Maven Central jars, for local runs and tests.
+
+No Docker and no Apache download mirror are needed: ``deploy/kafka/pom.xml`` lets Maven copy the
+broker's runtime jars into a per-version cache once; every later start works offline. The node is a
+combined broker+controller (KRaft, static quorum) listening on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from meterflow.errors import LauncherError
+
+KAFKA_ASSETS = Path(__file__).resolve().parent / "kafka"
+KAFKA_POM = KAFKA_ASSETS / "pom.xml"
+LOG4J2_CONFIG = KAFKA_ASSETS / "log4j2.properties"
+
+_COMPLETE_MARKER = ".complete"
+_MVN_TIMEOUT_S = 900.0
+_TAIL_LINES = 40
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def ensure_kafka_jars(version: str, cache_dir: Path) -> Path:
+    """Return ``cache_dir/kafka-<version>/libs``, fetching the broker jars unless cached."""
+    cache_dir = cache_dir.resolve()  # mvn resolves relative paths against the pom's directory
+    target = cache_dir / f"kafka-{version}"
+    libs = target / "libs"
+    if (target / _COMPLETE_MARKER).is_file():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LauncherError("Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Download next to the target, then publish with one rename: an interrupted download leaves
+    # only a stray staging directory, never a half-filled cache that looks complete.
+    staging = Path(tempfile.mkdtemp(prefix=f".kafka-{version}-", dir=cache_dir))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other local users
+    try:
+        argv = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging / 'libs'}",
+            f"-Dkafka.version={version}",
+        ]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=_MVN_TIMEOUT_S, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LauncherError(f"mvn did not finish within {_MVN_TIMEOUT_S:.0f}s") from exc
+        if done.returncode != 0:
+            raise LauncherError(
+                f"mvn failed (exit {done.returncode}) fetching Kafka {version}:\n"
+                + _tail(done.stdout + done.stderr)
+            )
+        jars = sorted(p.name for p in (staging / "libs").glob("*.jar"))
+        if f"kafka_2.13-{version}.jar" not in jars:
+            raise LauncherError(f"mvn succeeded but kafka_2.13-{version}.jar is missing")
+        (staging / _COMPLETE_MARKER).write_text("\n".join(jars) + "\n")
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def _publish(staging: Path, target: Path) -> None:
+    if target.exists() and not (target / _COMPLETE_MARKER).is_file():
+        shutil.rmtree(target)  # left by something else; never by our rename
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / _COMPLETE_MARKER).is_file():
+            raise
+        # Another process published the same version first; its copy is as good as ours.
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class KafkaBrokerConfig:
+    """Where and how one local broker runs; ``data_dir`` holds its storage, logs and settings.
+
+    ``extra_properties`` override server.properties entries for tuning; the launcher owns
+    ``log.dirs``, ``node.id`` and the listeners, so leave those alone.
+    """
+
+    version: str
+    cache_dir: Path
+    data_dir: Path
+    port: int
+    controller_port: int
+    heap_mb: int = 512
+    extra_properties: Mapping[str, str] = field(default_factory=dict)
+
+
+class LocalKafkaBroker:
+    """A ``java kafka.Kafka`` child process; use as a context manager or call start()/stop()."""
+
+    def __init__(self, config: KafkaBrokerConfig) -> None:
+        self.config = config
+        data_dir = config.data_dir.resolve()
+        self._log_dirs = data_dir / "kraft-logs"
+        self._logs_dir = data_dir / "logs"
+        self._native_tmp = data_dir / "tmp"
+        self._properties = data_dir / "server.properties"
+        self._cluster_id_file = data_dir / "cluster-id"
+        self._out_path = self._logs_dir / "kafka.out"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.config.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Fetch jars if needed, format storage once, launch, and wait until clients can connect."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        cfg = self.config
+        for port in (cfg.port, cfg.controller_port):
+            if not _port_is_free(port):
+                raise LauncherError(f"127.0.0.1:{port} is already in use by another process")
+        libs = ensure_kafka_jars(cfg.version, cfg.cache_dir)
+        java = shutil.which("java")
+        if java is None:
+            raise LauncherError("java is not on PATH; Kafka needs a Java 17+ runtime")
+        for directory in (self._logs_dir, self._native_tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._properties.write_text(_render_properties(self._server_properties()))
+        if not (self._log_dirs / "meta.properties").is_file():
+            self._format_storage(java, libs)
+        self._out = self._out_path.open("ab")
+        self._process = subprocess.Popen(
+            [*self._jvm_argv(java, libs, cfg.heap_mb), "kafka.Kafka", str(self._properties)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=cfg.data_dir,
+        )
+        try:
+            self._wait_until_ready(self._process, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL after ``timeout_s``; safe to call repeatedly."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last lines the broker wrote to stdout/stderr (WARN and above, JVM errors)."""
+        try:
+            text = self._out_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return _tail(text, lines)
+
+    def _server_properties(self) -> dict[str, str]:
+        cfg = self.config
+        client = f"127.0.0.1:{cfg.port}"
+        controller = f"127.0.0.1:{cfg.controller_port}"
+        properties = {
+            # One node that is both broker and controller, with a static one-voter quorum
+            # (controller.quorum.voters needs a fixed controller port; port 0 does not work).
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{controller}",
+            "listeners": f"PLAINTEXT://{client},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{client}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self._log_dirs),
+            # meterflow creates every topic explicitly (meterflow.topics); a typo must fail.
+            "auto.create.topics.enable": "false",
+            # A single replica of everything, or groups, transactions and share groups never work.
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Internal topics default to 50 partitions each; one is plenty on a laptop.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Sized for 2 cores: the defaults assume a dedicated server.
+            "num.network.threads": "1",
+            "num.io.threads": "2",
+            "background.threads": "2",
+            "num.recovery.threads.per.data.dir": "1",
+            "group.coordinator.threads": "1",
+            # The cleaner's 128 MiB default dedupe buffer would be taken from a 512 MiB heap.
+            "log.cleaner.dedupe.buffer.size": "2097152",
+        }
+        properties.update(cfg.extra_properties)
+        return properties
+
+    def _jvm_argv(self, java: str, libs: Path, heap_mb: int) -> list[str]:
+        heap = f"{heap_mb}m"
+        return [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            # The stock kafka-server-start.sh flags, plus caps so the JVM does not size its
+            # thread pools for more cores than a small machine has.
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-XX:ActiveProcessorCount=2",
+            "-XX:ParallelGCThreads=2",
+            "-XX:ConcGCThreads=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dkafka.logs.dir={self._logs_dir}",
+            # zstd and snappy unpack native libraries; /tmp may be mounted noexec.
+            f"-DZstdTempFolder={self._native_tmp}",
+            f"-Dorg.xerial.snappy.tempdir={self._native_tmp}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def _format_storage(self, java: str, libs: Path) -> None:
+        # The cluster id is kept beside the storage so a re-format after a wiped log dir (or a
+        # retry after a failed format) reuses it.
+        if self._cluster_id_file.is_file():
+            cluster_id = self._cluster_id_file.read_text().strip()
+        else:
+            cluster_id = _random_cluster_id()
+            self._cluster_id_file.write_text(cluster_id + "\n")
+        argv = [
+            *self._jvm_argv(java, libs, heap_mb=128),
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self._properties),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise LauncherError(
+                f"formatting Kafka storage in {self._log_dirs} failed:\n"
+                + _tail(done.stdout + done.stderr)
+            )
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        # With a fixed port the broker opens its client listener only once it can serve requests.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise LauncherError(
+                    f"Kafka exited with code {code} during start-up; {self._out_path} ends with:\n"
+                    + self.log_tail()
+                )
+            if _port_accepts(self.config.port):
+                return
+            if time.monotonic() >= deadline:
+                raise LauncherError(
+                    f"Kafka did not accept connections on {self.bootstrap_servers} within "
+                    f"{timeout_s:.0f}s; {self._out_path} ends with:\n" + self.log_tail()
+                )
+            time.sleep(0.1)
+
+
+def _random_cluster_id() -> str:
+    # Kafka's Uuid.randomUuid().toString(): URL-safe base64 of 16 random bytes, no padding, and
+    # never starting with "-" (it would read as a command-line option).
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _render_properties(properties: Mapping[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def _port_is_free(port: int) -> bool:
+    # SO_REUSEADDR, as the JVM sets it, so sockets in TIME_WAIT from a previous run do not count.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+        return True
+
+
+def _port_accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        return True
+    return False
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    # Java stack frames and Maven's colour codes bury the one line that says what went wrong.
+    kept = [
+        _ANSI_ESCAPE.sub("", line)
+        for line in text.rstrip().splitlines()
+        if not line.startswith("\tat ") and not line.startswith("\t... ")
+    ]
+    return "\n".join(kept[-lines:])

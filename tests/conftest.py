@@ -1,0 +1,111 @@
+"""Shared fixtures: real PostgreSQL and Kafka per session, a fresh database and topics per test.
+
+Services come from the environment when DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set, else from
+testcontainers when a Docker engine answers, else from the project's native launchers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from deploy.kafka_broker import free_port
+from ingest.server import build_server
+from meterflow.accounts import NewAccount, create_account
+from meterflow.migrations import migrate
+from meterflow.settings import Settings
+from tests.fixtures.kafka import kafka_service
+from tests.fixtures.postgres import create_fresh_database, drop_database, postgres_service
+
+_SERVER_START_TIMEOUT_S = 20.0
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def services_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(services_root: Path) -> Iterator[str]:
+    with postgres_service(services_root / "postgres") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def template_database(pg_admin_dsn: str) -> str:
+    """A database migrated once; each test clones it instead of migrating again."""
+    name = _unique("mf_template")
+    await migrate(await create_fresh_database(pg_admin_dsn, name))
+    return name
+
+
+@pytest.fixture
+async def database_url(pg_admin_dsn: str, template_database: str) -> AsyncIterator[str]:
+    name = _unique("mf_test")
+    dsn = await create_fresh_database(pg_admin_dsn, name, template=template_database)
+    yield dsn
+    await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services_root: Path) -> Iterator[str]:
+    with kafka_service(services_root / "kafka") as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"{_unique('t')}."
+
+
+AccountFactory = Callable[..., Awaitable[NewAccount]]
+
+
+@pytest.fixture
+def make_account(database_url: str) -> AccountFactory:
+    async def make(name: str = "test", *, livemode: bool = False) -> NewAccount:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await create_account(conn, name, livemode=livemode)
+        finally:
+            await conn.close()
+
+    return make
+
+
+@pytest.fixture
+def ingest_url(database_url: str) -> Iterator[str]:
+    """A real ingest server (uvicorn, httptools, uvloop) on a free port, in a thread."""
+    settings = Settings(
+        database_url=database_url, http_port=free_port(), db_pool_max=4, auth_cache_ttl_s=0.5
+    )
+    server = build_server(settings, CollectorRegistry())
+    thread = threading.Thread(target=server.run, name="ingest-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + _SERVER_START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("ingest server did not start")
+        time.sleep(0.01)
+    yield f"http://{settings.http_host}:{settings.http_port}"
+    server.should_exit = True
+    thread.join(timeout=settings.shutdown_deadline_s + 5)
+    assert not thread.is_alive(), "ingest server did not shut down within its deadline"
+
+
+@pytest.fixture
+async def http(ingest_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=10.0) as client:
+        yield client
