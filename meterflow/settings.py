@@ -49,6 +49,10 @@ class Settings:
     db_pool_min: int = 1
     db_pool_max: int = 10
     auth_cache_ttl_s: float = 30.0
+    meter_cache_ttl_s: float = 1.0
+    publish_timeout_s: float = 5.0
+    consumer_group: str = "meterflow-aggregator"
+    fold_batch_max: int = 5000
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
 
@@ -94,6 +98,10 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_DB_POOL_MIN": ("db_pool_min", int),
     "METERFLOW_DB_POOL_MAX": ("db_pool_max", int),
     "METERFLOW_AUTH_CACHE_TTL_S": ("auth_cache_ttl_s", float),
+    "METERFLOW_METER_CACHE_TTL_S": ("meter_cache_ttl_s", float),
+    "METERFLOW_PUBLISH_TIMEOUT_S": ("publish_timeout_s", float),
+    "METERFLOW_CONSUMER_GROUP": ("consumer_group", str),
+    "METERFLOW_FOLD_BATCH_MAX": ("fold_batch_max", int),
     "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
     "METERFLOW_LOG_LEVEL": ("log_level", str),
 }

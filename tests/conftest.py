@@ -22,6 +22,7 @@ from ingest.server import build_server
 from meterflow.accounts import NewAccount, create_account
 from meterflow.migrations import migrate
 from meterflow.settings import Settings
+from meterflow.topics import ensure_topics, topic_specs
 from tests.fixtures.kafka import kafka_service
 from tests.fixtures.postgres import create_fresh_database, drop_database, postgres_service
 
@@ -66,8 +67,11 @@ def kafka_bootstrap(services_root: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    return f"{_unique('t')}."
+async def topic_prefix(kafka_bootstrap: str) -> str:
+    """A fresh set of meterflow topics for this test."""
+    prefix = f"{_unique('t')}."
+    await ensure_topics(kafka_bootstrap, topic_specs(prefix))
+    return prefix
 
 
 AccountFactory = Callable[..., Awaitable[NewAccount]]
@@ -86,11 +90,22 @@ def make_account(database_url: str) -> AccountFactory:
 
 
 @pytest.fixture
-def ingest_url(database_url: str) -> Iterator[str]:
-    """A real ingest server (uvicorn, httptools, uvloop) on a free port, in a thread."""
-    settings = Settings(
-        database_url=database_url, http_port=free_port(), db_pool_max=4, auth_cache_ttl_s=0.5
+def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        http_port=free_port(),
+        db_pool_max=4,
+        auth_cache_ttl_s=0.5,
+        meter_cache_ttl_s=0.2,
     )
+
+
+@pytest.fixture
+def ingest_url(ingest_settings: Settings) -> Iterator[str]:
+    """A real ingest server (uvicorn, httptools, uvloop) on a free port, in a thread."""
+    settings = ingest_settings
     server = build_server(settings, CollectorRegistry())
     thread = threading.Thread(target=server.run, name="ingest-under-test", daemon=True)
     thread.start()

@@ -1,12 +1,13 @@
 """A real broker: explicit topic creation, an idempotent acks=all round trip, no auto-creation.
 
 ``kafka_bootstrap`` (one broker per session, from tests.fixtures.kafka.kafka_service) and
-``topic_prefix`` (fresh topics per test) come from tests/conftest.py.
+``topic_prefix`` (fresh, already created topics per test) come from tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -42,7 +43,8 @@ async def _list_topics(bootstrap_servers: str) -> list[str]:
     return topics
 
 
-async def test_ensure_topics_creates_once(kafka_bootstrap: str, topic_prefix: str) -> None:
+async def test_ensure_topics_creates_once(kafka_bootstrap: str) -> None:
+    topic_prefix = f"t_{uuid.uuid4().hex[:12]}."  # not the fixture's: those exist already
     specs = topic_specs(topic_prefix)
 
     created = await ensure_topics(kafka_bootstrap, specs)
