@@ -53,6 +53,7 @@ class Settings:
     publish_timeout_s: float = 5.0
     consumer_group: str = "meterflow-aggregator"
     fold_batch_max: int = 5000
+    aggregator_metrics_port: int = 8081
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
 
@@ -102,6 +103,7 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_PUBLISH_TIMEOUT_S": ("publish_timeout_s", float),
     "METERFLOW_CONSUMER_GROUP": ("consumer_group", str),
     "METERFLOW_FOLD_BATCH_MAX": ("fold_batch_max", int),
+    "METERFLOW_AGGREGATOR_METRICS_PORT": ("aggregator_metrics_port", int),
     "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
     "METERFLOW_LOG_LEVEL": ("log_level", str),
 }
