@@ -133,6 +133,9 @@ class RollupConsumer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=_POLL_TIMEOUT_MS,
             max_poll_interval_ms=300_000,
+            # How long a crashed member keeps its partitions before the group reassigns them.
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
         )
         self._lag.consumer = self._consumer
 

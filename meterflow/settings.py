@@ -54,6 +54,7 @@ class Settings:
     consumer_group: str = "meterflow-aggregator"
     fold_batch_max: int = 5000
     aggregator_metrics_port: int = 8081
+    consumer_session_timeout_ms: int = 10_000
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
 
@@ -104,6 +105,7 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_CONSUMER_GROUP": ("consumer_group", str),
     "METERFLOW_FOLD_BATCH_MAX": ("fold_batch_max", int),
     "METERFLOW_AGGREGATOR_METRICS_PORT": ("aggregator_metrics_port", int),
+    "METERFLOW_CONSUMER_SESSION_TIMEOUT_MS": ("consumer_session_timeout_ms", int),
     "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
     "METERFLOW_LOG_LEVEL": ("log_level", str),
 }

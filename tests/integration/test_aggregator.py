@@ -12,6 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aggregator.consumer import RollupConsumer
+from aggregator.fold import segments
+from aggregator.rollup_store import (
+    OffsetFenced,
+    PartitionSpan,
+    apply_batch,
+    ensure_event_partitions,
+    event_days,
+)
 from meterflow.event_records import CancelRecord, MeterEventsRecord
 from meterflow.settings import Settings
 from meterflow.topics import meter_events_topic
@@ -125,3 +133,26 @@ async def test_cancel_recomputes_the_minute_and_last_falls_back(
         if s.name.endswith("_total") and s.labels == {"outcome": "unmatched"}
     ]
     assert (applied, unmatched) == ([2.0], [2.0])
+
+
+async def test_a_stale_consumer_is_fenced_and_applies_nothing(database_url: str) -> None:
+    """A batch that does not start at the stored offset (a zombie after a rebalance, or a
+    consumer that missed a commit) rolls back entirely."""
+    rows = segments([events_record(1, "a", [("z1", "cus_1", "5", NOW)])])
+    conn = await asyncpg.connect(database_url)
+    try:
+        await ensure_event_partitions(conn, event_days(rows))
+        first = await apply_batch(
+            conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=rows
+        )
+        assert first.events_new == 1
+        again = segments([events_record(2, "b", [("z2", "cus_1", "7", NOW)])])
+        with pytest.raises(OffsetFenced):  # stored offset is 1, this batch claims to start at 0
+            await apply_batch(
+                conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=again
+            )
+        assert await conn.fetchval("SELECT next_offset FROM consumer_offsets") == 1
+        assert await conn.fetchval("SELECT count(*) FROM event_identifiers") == 1
+    finally:
+        await conn.close()
+    assert await customer_totals(database_url) == {"cus_1": (Decimal(5), 1)}
