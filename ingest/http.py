@@ -50,6 +50,22 @@ class Request:
         params.update(body_params)
         return params
 
+    def json_params(self) -> dict[str, Any]:
+        """A v2 request's parameters: a JSON object body, and nothing in the query string."""
+        if self.query:
+            raise InvalidRequest(
+                "The v2 API takes parameters only in a JSON request body, not in the query string."
+            )
+        if not self.body.strip():
+            return {}
+        media_type = (self.header("content-type") or "").partition(";")[0].strip().lower()
+        if media_type != JSON:
+            raise UnsupportedMediaType(
+                f"The v2 API takes JSON request bodies: send Content-Type {JSON}, "
+                f"not {media_type or 'none'!r}."
+            )
+        return decode_json_object(self.body)
+
 
 @dataclass(slots=True)
 class Response:
@@ -63,7 +79,32 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(status=status, body=orjson.dumps(payload))
 
 
+# v2 errors always carry a code; these stand in for errors that have no specific one.
+_V2_FALLBACK_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
 def error_response(error: ApiError) -> Response:
-    response = json_response(error.body(), error.status)
+    """A v1 error: ``{"error": {"type", "code", "message", "param"}}``."""
+    return _with_headers(json_response(error.body(), error.status), error)
+
+
+def error_response_v2(error: ApiError) -> Response:
+    """A v2 error: ``{"error": {"type", "code", "message"}}``, ``code`` always present."""
+    code = error.code or _V2_FALLBACK_CODES.get(error.status, "invalid_request")
+    body = {"error": {"type": error.error_type, "code": code, "message": error.message}}
+    return _with_headers(json_response(body, error.status), error)
+
+
+def _with_headers(response: Response, error: ApiError) -> Response:
     response.headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
     return response

@@ -111,6 +111,17 @@ class MeterStore:
         )
         return None if row is None else _meter(row)
 
+    async def by_event_name(self, who: Principal, event_name: str) -> Meter | None:
+        """The meter (active or not) that events named ``event_name`` belong to."""
+        row = await self._pool.fetchrow(
+            f"""SELECT {_COLUMNS} FROM meters
+                WHERE account_id = $1 AND livemode = $2 AND event_name = $3""",
+            who.account_id,
+            who.livemode,
+            event_name,
+        )
+        return None if row is None else _meter(row)
+
     async def rename(
         self, who: Principal, meter_id: str, display_name: str, now_s: int
     ) -> Meter | None:

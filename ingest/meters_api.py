@@ -73,10 +73,22 @@ def _missing(meter_id: str) -> ResourceMissing:
     return ResourceMissing(f"No such billing.meter: '{meter_id}'")
 
 
+MeterChanged = Callable[[Principal, str], None]
+
+
 class MetersApi:
-    def __init__(self, store: MeterStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: MeterStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        on_change: MeterChanged | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        # Told (account, event name) whenever a meter appears or changes status, so this
+        # process's event endpoints see the change at once rather than after their cache TTL.
+        self._on_change = on_change or (lambda _who, _event_name: None)
 
     def _now(self) -> int:
         return int(self._clock())
@@ -103,6 +115,7 @@ class MetersApi:
                 code="resource_already_exists",
                 param="event_name",
             ) from exc
+        self._on_change(who, meter.event_name)
         return json_response(meter.to_stripe())
 
     async def retrieve(self, request: Request, who: Principal) -> Response:
@@ -139,6 +152,7 @@ class MetersApi:
         )
         if meter is None:
             raise _missing(meter_id)
+        self._on_change(who, meter.event_name)
         return json_response(meter.to_stripe())
 
     async def list(self, request: Request, who: Principal) -> Response:

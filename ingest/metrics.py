@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -62,3 +63,57 @@ class PoolCollector(Collector):
         family.add_metric(["idle"], idle)
         family.add_metric(["max"], maximum)
         yield family
+
+
+PublishFailureReason = Literal["not_connected", "timeout", "retriable_error", "fatal_error"]
+MeterEventOutcome = Literal["accepted", "invalid", "duplicate", "unavailable"]
+
+
+class PublisherMetrics:
+    """Kafka publishing as ingest sees it: ack latency, records acknowledged, failures."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram(
+            "meterflow_kafka_publish_duration_seconds",
+            "Time from enqueueing a request's records to Kafka acknowledging all of them.",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.records = Counter(
+            "meterflow_kafka_records_published_total",
+            "Records acknowledged by Kafka (each holds accepted events or one cancel).",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "meterflow_kafka_publish_failures_total",
+            "Publish calls answered 503 because Kafka did not acknowledge, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+
+
+class ProducerCollector(Collector):
+    """Whether the Kafka producer is connected, read at scrape time."""
+
+    def __init__(self, connected: Callable[[], bool]) -> None:
+        self._connected = connected
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "meterflow_kafka_producer_connected",
+            "1 when the Kafka producer is connected and event endpoints can accept events.",
+            value=1 if self._connected() else 0,
+        )
+
+
+class MeterEventMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "meterflow_meter_event_requests_total",
+            "Meter event and adjustment requests, by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+
+    def count(self, endpoint: str, outcome: MeterEventOutcome) -> None:
+        self.requests.labels(endpoint, outcome).inc()

@@ -128,6 +128,63 @@ class Params:
         self._children.append(child)
         return child
 
+    def string_map(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        max_keys: int,
+        max_key_length: int,
+        max_value_length: int,
+    ) -> dict[str, str] | None:
+        """A map of string to string, such as a meter event's ``payload``."""
+        value = self._take(key)
+        name = self.name(key)
+        if value is None:
+            if required:
+                raise InvalidRequest(
+                    f"Missing required param: {name}.", code="parameter_missing", param=name
+                )
+            return None
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(
+                f"Invalid {name}: must be an object (hash) of strings.",
+                code="parameter_invalid",
+                param=name,
+            )
+        if len(value) > max_keys:
+            raise InvalidRequest(
+                f"Invalid {name}: it has {len(value)} keys; at most {max_keys} are allowed.",
+                code="parameter_invalid",
+                param=name,
+            )
+        result: dict[str, str] = {}
+        for k, v in value.items():
+            entry = f"{name}[{k}]"
+            if not k:
+                raise InvalidRequest(
+                    f"Invalid {name}: keys must not be empty.", code="parameter_invalid", param=name
+                )
+            if len(k) > max_key_length:
+                raise InvalidRequest(
+                    f"Invalid {name}: key {k[:40]!r}... is longer than {max_key_length} "
+                    "characters.",
+                    code="string_too_long",
+                    param=name,
+                )
+            if not isinstance(v, str):
+                raise InvalidRequest(
+                    f"Invalid {entry}: must be a string.", code="parameter_invalid", param=entry
+                )
+            if len(v) > max_value_length:
+                raise InvalidRequest(
+                    f"Invalid {entry}: must be at most {max_value_length} characters long.",
+                    code="string_too_long",
+                    param=entry,
+                )
+            result[k] = v
+        return result
+
     def string_list(self, key: str) -> list[str]:
         value = self._take(key)
         name = self.name(key)
