@@ -151,6 +151,9 @@ def run_stack(settings: Settings) -> int:
             env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
             children = [
                 ChildService("ingest", [sys.executable, "-m", "meterflow.cli", "ingest"], env),
+                ChildService(
+                    "aggregator", [sys.executable, "-m", "meterflow.cli", "aggregator"], env
+                ),
             ]
             try:
                 return _serve(settings, children, key, started)
@@ -173,8 +176,11 @@ def _serve(settings: Settings, children: list[ChildService], key: str, started: 
     for child in children:
         child.start()
     _wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
+    aggregator_metrics = f"http://{settings.http_host}:{settings.aggregator_metrics_port}/metrics"
+    _wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
     _say(f"stack up in {time.monotonic() - started:.1f}s")
     print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
+    print(f"  aggregator: {aggregator_metrics}", flush=True)
     print(f"  test key:   {key}\n\n  Ctrl-C stops everything.\n", flush=True)
     while all(child.alive() for child in children):
         time.sleep(0.5)

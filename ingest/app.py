@@ -1,6 +1,9 @@
 """The ingest ASGI application: read, authenticate, dispatch, answer in Stripe's shape.
 
-Lifespan owns the database pool: startup opens it, shutdown closes it within the deadline.
+Lifespan owns the Kafka producer and the database pool. Startup opens the pool and starts the
+producer (waiting at most ``publish_timeout_s`` for Kafka; it keeps connecting in the
+background). Shutdown runs after uvicorn stopped accepting and drained requests: flush and stop
+the producer, then close the pool, each within the shutdown deadline.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ import asyncpg
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest.auth import Authenticator, Principal
-from ingest.http import Request, Response, error_response, json_response
+from ingest.event_identifiers import PgProcessedEvents
+from ingest.http import Request, Response, error_response, error_response_v2, json_response
+from ingest.meter_directory import MeterDirectory
+from ingest.meter_events_api import MeterEventsApi
 from ingest.meter_store import MeterStore
 from ingest.meters_api import MetersApi
-from ingest.metrics import IngestMetrics, PoolCollector
+from ingest.metrics import IngestMetrics, MeterEventMetrics, PoolCollector
+from ingest.producer import EventPublisher, RecordPublisher, UnconfiguredPublisher
 from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
+from ingest.summaries_api import SummariesApi
 from meterflow.errors import ApiError, AuthenticationFailed, PayloadTooLarge, ServiceUnavailable
 from meterflow.ids import object_id
 from meterflow.settings import Settings
+from meterflow.topics import meter_events_topic
 
 log = logging.getLogger("meterflow.ingest")
 
@@ -58,6 +67,7 @@ class IngestApp:
         self.registry = registry
         self.metrics = IngestMetrics(registry)
         self.pool: asyncpg.Pool | None = None
+        self.publisher: EventPublisher | None = None
         self._router: Router | None = None
         self._authenticator: Authenticator | None = None
 
@@ -78,18 +88,45 @@ class IngestApp:
         self._authenticator = Authenticator(
             PgKeyDirectory(self.pool), ttl_s=self.settings.auth_cache_ttl_s
         )
-        meters = MetersApi(MeterStore(self.pool))
+        store = MeterStore(self.pool)
+        directory = MeterDirectory(store, ttl_s=self.settings.meter_cache_ttl_s)
+        meters = MetersApi(store, on_change=directory.forget)
+        events = MeterEventsApi(
+            meters=directory,
+            processed=PgProcessedEvents(self.pool),
+            publisher=await self._start_publisher(),
+            topic=meter_events_topic(self.settings.topic_prefix),
+            metrics=MeterEventMetrics(self.registry),
+        )
         self._router = Router(
             [
                 Route("GET", "/metrics", self._metrics, authenticated=False),
                 Route("GET", "/healthz", self._healthz, authenticated=False),
                 Route("GET", "/readyz", self._readyz, authenticated=False),
                 *meters.routes(),
+                *events.routes(),
+                *SummariesApi(store, self.pool).routes(),
             ]
         )
         log.info("ingest ready")
 
+    async def _start_publisher(self) -> RecordPublisher:
+        if not self.settings.kafka_bootstrap_servers:
+            log.warning("KAFKA_BOOTSTRAP_SERVERS is not set: meter event endpoints answer 503")
+            return UnconfiguredPublisher()
+        self.publisher = EventPublisher(
+            self.settings.kafka_bootstrap_servers,
+            publish_timeout_s=self.settings.publish_timeout_s,
+            registry=self.registry,
+        )
+        await self.publisher.start(wait_s=self.settings.publish_timeout_s)
+        return self.publisher
+
     async def shutdown(self) -> None:
+        # uvicorn has stopped accepting and drained in-flight requests before this runs.
+        if self.publisher is not None:
+            await self.publisher.stop(self.settings.shutdown_deadline_s)
+            self.publisher = None
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), self.settings.shutdown_deadline_s)
@@ -128,6 +165,7 @@ class IngestApp:
         path: str = scope["path"]
         route_name = "unmatched"
         request_id = object_id("req", length=14)
+        render_error = error_response_v2 if path.startswith("/v2/") else error_response
         status = 500
         self.metrics.in_flight.inc()
         try:
@@ -138,11 +176,11 @@ class IngestApp:
             except ApiError as exc:
                 if isinstance(exc, AuthenticationFailed):
                     self.metrics.auth_failures.inc()
-                response = error_response(exc)
+                response = render_error(exc)
             except Exception:
                 log.exception("unhandled error in %s %s (request %s)", method, path, request_id)
                 self.metrics.errors.labels(route_name).inc()
-                response = error_response(
+                response = render_error(
                     _InternalError("An internal error occurred; the request may be retried.")
                 )
             status = response.status
@@ -198,6 +236,8 @@ class IngestApp:
             await asyncio.wait_for(self.pool.fetchval("SELECT 1"), _READY_TIMEOUT_S)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise ServiceUnavailable("database is not answering") from exc
+        if self.publisher is not None and not self.publisher.connected:
+            raise ServiceUnavailable("Kafka producer is not connected")
         return json_response({"status": "ready"})
 
 

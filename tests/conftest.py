@@ -6,6 +6,7 @@ testcontainers when a Docker engine answers, else from the project's native laun
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from aggregator.consumer import RollupConsumer
 from deploy.kafka_broker import free_port
 from ingest.server import build_server
 from meterflow.accounts import NewAccount, create_account
@@ -124,3 +126,19 @@ def ingest_url(ingest_settings: Settings) -> Iterator[str]:
 async def http(ingest_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=ingest_url, timeout=10.0) as client:
         yield client
+
+
+@pytest.fixture
+async def aggregator(ingest_settings: Settings) -> AsyncIterator[None]:
+    """The real rollup consumer, in process, on the same database and topics as ingest."""
+    settings = ingest_settings.with_overrides(consumer_group=f"g-{ingest_settings.topic_prefix}")
+    assert settings.database_url is not None
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    consumer = RollupConsumer(settings, pool, CollectorRegistry())
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    yield
+    consumer.request_stop()
+    await asyncio.wait_for(task, 10)
+    await consumer.stop()
+    await pool.close()

@@ -42,8 +42,9 @@ def _history(
             if sent and rng.random() < 0.1:
                 events.append(rng.choice(sent))  # a resend: must not count again
                 continue
-            event = (f"id-{n}-{k}", f"cus_{rng.randint(1, 25)}",
-                     str(Decimal(rng.randint(-50, 500)) / 10), NOW - rng.randint(0, 3600))  # fmt: skip
+            customer = f"cus_{rng.randint(1, 25)}"
+            value = str(Decimal(rng.randint(-50, 500)) / 10)
+            event = (f"id-{n}-{k}", customer, value, NOW - rng.randint(0, 3600))
             sent.append(event)
             expected[event[1]][0] += Decimal(event[2])
             expected[event[1]][1] += 1
@@ -68,7 +69,7 @@ class Aggregators:
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            )
         )
 
     async def kill_one(self) -> None:

@@ -41,6 +41,7 @@ def _stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         METERFLOW_LOCAL_POSTGRES_PORT=str(ports["postgres"]),
         METERFLOW_LOCAL_KAFKA_PORT=str(ports["kafka"]),
         METERFLOW_LOCAL_KAFKA_CONTROLLER_PORT=str(ports["controller"]),
+        METERFLOW_AGGREGATOR_METRICS_PORT=str(ports["aggregator"]),
     )
     return env
 
@@ -89,7 +90,7 @@ def _port_closed(port: int) -> bool:
 
 
 async def test_up_starts_everything_survives_restart_and_stops(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "postgres", "kafka", "controller")}
+    ports = {n: free_port() for n in ("http", "postgres", "kafka", "controller", "aggregator")}
     env = _stack_env(tmp_path / "data", ports)
     log = tmp_path / "up.log"
 
@@ -109,8 +110,8 @@ async def test_up_starts_everything_survives_restart_and_stops(tmp_path: Path) -
         metrics = (await http.get("/metrics")).text
         assert "meterflow_http_requests_total" in metrics
 
-    for name in ("http", "postgres", "kafka", "controller"):
-        assert _port_closed(ports[name]), f"{name} port still open after stop"
+    for name, port in ports.items():
+        assert _port_closed(port), f"{name} port still open after stop"
 
     # Second start on the same data: the meter and the first key are still there.
     async with _up(env, log) as stack, httpx.AsyncClient(base_url=stack.url) as http:
