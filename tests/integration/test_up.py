@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from deploy.kafka_broker import free_port
+from tests.fixtures.meter_events import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -107,6 +109,33 @@ async def test_up_starts_everything_survives_restart_and_stops(tmp_path: Path) -
         assert created.status_code == 200, created.text
         meter_id = created.json()["id"]
         first_key = stack.key
+        now = int(time.time())
+        sent = await http.post(
+            "/v1/billing/meter_events",
+            auth=(stack.key, ""),
+            data={
+                "event_name": "alpaca_ai_tokens",
+                "payload[stripe_customer_id]": "cus_1",
+                "payload[value]": "25",
+                "timestamp": str(now),
+            },
+        )
+        assert sent.status_code == 200, sent.text
+        window: dict[str, str | int] = {
+            "customer": "cus_1",
+            "start_time": now // 60 * 60,
+            "end_time": now // 60 * 60 + 60,
+        }
+
+        async def folded() -> bool:
+            summary = await http.get(
+                f"/v1/billing/meters/{meter_id}/event_summaries",
+                params=window,
+                auth=(stack.key, ""),
+            )
+            return bool(summary.json()["data"][0]["aggregated_value"] == 25.0)
+
+        await wait_until(folded, 30, "the event to show in summaries")
         metrics = (await http.get("/metrics")).text
         assert "meterflow_http_requests_total" in metrics
 
