@@ -96,14 +96,6 @@ def _publish(staging: Path, target: Path) -> None:
         # Another process published the same version first; its copy is as good as ours.
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class KafkaBrokerConfig:
     """Where and how one local broker runs; ``data_dir`` holds its storage, logs and settings.

@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -98,14 +97,6 @@ def server_settings(config: PostgresServerConfig) -> dict[str, str]:
         settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
     settings.update(config.extra_settings)
     return settings
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free a moment ago (another process may still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_bin_dir() -> Path:

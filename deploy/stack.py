@@ -117,8 +117,7 @@ def _local_postgres(settings: Settings) -> Iterator[str]:
         )
     )
     _say(f"starting PostgreSQL on 127.0.0.1:{settings.local_postgres_port}")
-    with server:
-        server.start()
+    with server:  # starts it, and stops it on the way out
         yield server.dsn
 
 
@@ -137,8 +136,7 @@ def _local_kafka(settings: Settings) -> Iterator[str]:
         )
     )
     _say(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{settings.local_kafka_port}")
-    with broker:
-        broker.start()
+    with broker:  # starts it, and stops it on the way out
         yield broker.bootstrap_servers
 
 

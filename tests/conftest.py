@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aggregator.consumer import RollupConsumer
-from deploy.kafka_broker import free_port
+from deploy.ports import free_port
 from ingest.server import build_server
 from meterflow.accounts import NewAccount, create_account
 from meterflow.migrations import migrate

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from deploy.kafka_broker import free_port
+from deploy.ports import free_port
 from meterflow.event_records import EventsRecord
 from meterflow.topics import meter_events_topic
 from tests.fixtures.meter_events import (

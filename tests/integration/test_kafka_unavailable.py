@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from deploy.kafka_broker import free_port
+from deploy.ports import free_port
 from meterflow.settings import Settings
 from meterflow.topics import METER_EVENTS_PARTITIONS, TopicSpec, ensure_topics, meter_events_topic
 from tests.conftest import AccountFactory

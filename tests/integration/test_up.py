@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.kafka_broker import free_port
+from deploy.ports import free_port
 from tests.fixtures.meter_events import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
