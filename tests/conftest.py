@@ -7,8 +7,6 @@ testcontainers when a Docker engine answers, else from the project's native laun
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,15 +18,13 @@ from prometheus_client import CollectorRegistry
 
 from aggregator.consumer import RollupConsumer
 from deploy.ports import free_port
-from ingest.server import build_server
 from meterflow.accounts import NewAccount, create_account
 from meterflow.migrations import migrate
 from meterflow.settings import Settings
 from meterflow.topics import ensure_topics, topic_specs
+from tests.fixtures.ingest_server import running_ingest
 from tests.fixtures.kafka import kafka_service
 from tests.fixtures.postgres import create_fresh_database, drop_database, postgres_service
-
-_SERVER_START_TIMEOUT_S = 20.0
 
 
 def _unique(prefix: str) -> str:
@@ -107,19 +103,8 @@ def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) 
 @pytest.fixture
 def ingest_url(ingest_settings: Settings) -> Iterator[str]:
     """A real ingest server (uvicorn, httptools, uvloop) on a free port, in a thread."""
-    settings = ingest_settings
-    server = build_server(settings, CollectorRegistry())
-    thread = threading.Thread(target=server.run, name="ingest-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + _SERVER_START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("ingest server did not start")
-        time.sleep(0.01)
-    yield f"http://{settings.http_host}:{settings.http_port}"
-    server.should_exit = True
-    thread.join(timeout=settings.shutdown_deadline_s + 5)
-    assert not thread.is_alive(), "ingest server did not shut down within its deadline"
+    with running_ingest(ingest_settings) as url:
+        yield url
 
 
 @pytest.fixture
