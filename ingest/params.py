@@ -12,6 +12,10 @@ from typing import Any
 from meterflow.errors import InvalidRequest
 
 
+def missing_param(name: str) -> InvalidRequest:
+    return InvalidRequest(f"Missing required param: {name}.", code="parameter_missing", param=name)
+
+
 class Params:
     """Typed access to one level of decoded parameters; ``prefix`` names nested ones in errors."""
 
@@ -38,9 +42,7 @@ class Params:
         name = self.name(key)
         if value is None:
             if required:
-                raise InvalidRequest(
-                    f"Missing required param: {name}.", code="parameter_missing", param=name
-                )
+                raise missing_param(name)
             return None
         if not isinstance(value, str):
             raise InvalidRequest(
@@ -116,9 +118,7 @@ class Params:
         name = self.name(key)
         if value is None:
             if required:
-                raise InvalidRequest(
-                    f"Missing required param: {name}.", code="parameter_missing", param=name
-                )
+                raise missing_param(name)
             return None
         if not isinstance(value, Mapping):
             raise InvalidRequest(
@@ -142,9 +142,7 @@ class Params:
         name = self.name(key)
         if value is None:
             if required:
-                raise InvalidRequest(
-                    f"Missing required param: {name}.", code="parameter_missing", param=name
-                )
+                raise missing_param(name)
             return None
         if not isinstance(value, Mapping):
             raise InvalidRequest(

@@ -15,7 +15,7 @@ import asyncpg
 from ingest.auth import Principal
 from ingest.http import Request, Response, json_response
 from ingest.meter_store import Meter, MeterStore
-from ingest.params import Params
+from ingest.params import Params, missing_param
 from ingest.routing import Route
 from meterflow.errors import InvalidRequest, ResourceMissing
 
@@ -61,7 +61,7 @@ def bucket_start_of(summary: str, param: str) -> int:
 def _aligned(params: Params, key: str, step: int, what: str) -> int:
     value = params.integer(key)
     if value is None:
-        raise InvalidRequest(f"Missing required param: {key}.", code="parameter_missing", param=key)
+        raise missing_param(key)
     if value % step:
         raise InvalidRequest(
             f"Invalid {key}: {value} must be aligned with {what} boundaries.",
