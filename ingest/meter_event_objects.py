@@ -37,14 +37,19 @@ def v2_meter_event(
     timestamp_s: int,
     received_ms: int,
 ) -> dict[str, Any]:
-    """``v2.billing.meter_event``: RFC 3339 times; no ``id``."""
+    """``v2.billing.meter_event``: the v1 fields with RFC 3339 times."""
+    v1 = v1_meter_event(
+        event_name=event_name,
+        identifier=identifier,
+        livemode=livemode,
+        payload=payload,
+        timestamp_s=timestamp_s,
+        received_ms=received_ms,
+    )
     return {
+        **v1,
         "object": "v2.billing.meter_event",
         "created": format_rfc3339(received_ms),
-        "event_name": event_name,
-        "identifier": identifier,
-        "livemode": livemode,
-        "payload": payload,
         "timestamp": format_rfc3339(timestamp_s * 1000),
     }
 

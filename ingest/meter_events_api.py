@@ -95,26 +95,22 @@ class MeterEventsApi:
     # -- meter events --------------------------------------------------------------------------
 
     async def create_v1(self, request: Request, who: Principal) -> Response:
-        with self._counted(V1_EVENTS):
-            event = parse_meter_event_v1(Params(request.params()))
-            accepted, received_ms = await self._record(event, who, request)
-        return json_response(
-            v1_meter_event(
-                event_name=accepted.event_name,
-                identifier=accepted.identifier,
-                livemode=who.livemode,
-                payload=event.payload,
-                timestamp_s=accepted.timestamp_s,
-                received_ms=received_ms,
-            )
-        )
+        return await self._create(request, who, V1_EVENTS)
 
     async def create_v2(self, request: Request, who: Principal) -> Response:
-        with self._counted(V2_EVENTS):
-            event = parse_meter_event_v2(Params(request.json_params()))
+        return await self._create(request, who, V2_EVENTS)
+
+    async def _create(self, request: Request, who: Principal, endpoint: str) -> Response:
+        v2 = endpoint == V2_EVENTS
+        with self._counted(endpoint):
+            if v2:
+                event = parse_meter_event_v2(Params(request.json_params()))
+            else:
+                event = parse_meter_event_v1(Params(request.params()))
             accepted, received_ms = await self._record(event, who, request)
+        render = v2_meter_event if v2 else v1_meter_event
         return json_response(
-            v2_meter_event(
+            render(
                 event_name=accepted.event_name,
                 identifier=accepted.identifier,
                 livemode=who.livemode,
@@ -131,7 +127,9 @@ class MeterEventsApi:
         identifier = event.identifier or generated_identifier(request.header("idempotency-key"))
         meter = await self._meters.meter_for(who, event.event_name)
         accepted = accept_event(event, meter, identifier=identifier, now_s=received_ms // 1000)
-        # A generated identifier cannot be a duplicate: skip the query.
+        # Only a client's own identifier gets the synchronous check. A generated one is either
+        # random or derived from an Idempotency-Key, and an SDK retry under that key should get
+        # 200 like the first attempt; the aggregator still counts it once.
         if event.identifier is not None and await self._processed.exists(who, identifier):
             raise duplicate_event(identifier)
         record = EventsRecord(
