@@ -28,6 +28,14 @@ _EVENT_COLUMNS = (
 )  # fmt: skip
 
 
+# The incoming minute's latest event was received after the stored one (receipt order).
+_NEWER = (
+    "(r.last_received_ms IS NULL OR (EXCLUDED.last_received_ms, EXCLUDED.last_receipt_batch, "
+    "EXCLUDED.last_receipt_index) > (r.last_received_ms, r.last_receipt_batch, "
+    "r.last_receipt_index))"
+)
+
+
 class OffsetFenced(MeterflowError):
     """The stored offset is not where this batch starts: another consumer owns the partition now,
     or this one must re-seek. The transaction is rolled back; nothing is applied."""
@@ -153,7 +161,7 @@ async def _add_to_rollups(conn: Conn, rows: Sequence[EventRow]) -> None:
     keys = list(deltas)
     values = [deltas[k] for k in keys]
     await conn.execute(
-        """INSERT INTO rollups_minute AS r
+        f"""INSERT INTO rollups_minute AS r
                (account_id, livemode, meter_id, customer, minute_ts, value_sum, event_count,
                 last_value, last_received_ms, last_receipt_batch, last_receipt_index)
            SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[],
@@ -162,19 +170,13 @@ async def _add_to_rollups(conn: Conn, rows: Sequence[EventRow]) -> None:
            ON CONFLICT (account_id, livemode, meter_id, customer, minute_ts) DO UPDATE SET
                value_sum = r.value_sum + EXCLUDED.value_sum,
                event_count = r.event_count + EXCLUDED.event_count,
-               last_value = CASE WHEN newer THEN EXCLUDED.last_value ELSE r.last_value END,
-               last_received_ms = CASE WHEN newer THEN EXCLUDED.last_received_ms
+               last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE r.last_value END,
+               last_received_ms = CASE WHEN {_NEWER} THEN EXCLUDED.last_received_ms
                                        ELSE r.last_received_ms END,
-               last_receipt_batch = CASE WHEN newer THEN EXCLUDED.last_receipt_batch
+               last_receipt_batch = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_batch
                                          ELSE r.last_receipt_batch END,
-               last_receipt_index = CASE WHEN newer THEN EXCLUDED.last_receipt_index
-                                         ELSE r.last_receipt_index END
-        """.replace(
-            "newer",
-            "(r.last_received_ms IS NULL OR (EXCLUDED.last_received_ms, "
-            "EXCLUDED.last_receipt_batch, EXCLUDED.last_receipt_index) > "
-            "(r.last_received_ms, r.last_receipt_batch, r.last_receipt_index))",
-        ),
+               last_receipt_index = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_index
+                                         ELSE r.last_receipt_index END""",
         [k[0] for k in keys],
         [k[1] for k in keys],
         [k[2] for k in keys],

@@ -112,37 +112,41 @@ def encode(record: MeterEventsRecord) -> bytes:
 
 def decode(raw: bytes) -> MeterEventsRecord:
     try:
-        doc = orjson.loads(raw)
-        if doc["v"] != RECORD_VERSION:
-            raise RecordDecodeError(f"unsupported record version {doc['v']!r}")
-        account, live = str(doc["account"]), bool(doc["live"])
-        received_ms, batch = int(doc["received_ms"]), str(doc["batch"])
-        if doc["kind"] == "events":
-            events = tuple(
-                AcceptedEvent(
-                    meter_id=str(e["meter"]),
-                    event_name=str(e["name"]),
-                    identifier=str(e["identifier"]),
-                    customer=str(e["customer"]),
-                    value=str(e["value"]),
-                    timestamp_s=int(e["ts"]),
-                )
-                for e in doc["events"]
-            )
-            return EventsRecord(account, live, received_ms, batch, events)
-        if doc["kind"] == "cancel":
-            return CancelRecord(
-                account,
-                live,
-                received_ms,
-                batch,
-                meter_id=str(doc["meter"]),
-                event_name=str(doc["name"]),
-                identifier=str(doc["identifier"]),
-                customer=str(doc["customer"]),
-            )
-        raise RecordDecodeError(f"unknown record kind {doc['kind']!r}")
+        return _from_document(orjson.loads(raw))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, RecordDecodeError):
+        if isinstance(exc, RecordDecodeError):  # a ValueError of our own, already worded
             raise
         raise RecordDecodeError(f"malformed meter-events record: {exc}") from exc
+
+
+def _from_document(doc: Any) -> MeterEventsRecord:
+    """Raises ``KeyError``/``TypeError``/``ValueError`` on missing or mistyped fields."""
+    if doc["v"] != RECORD_VERSION:
+        raise RecordDecodeError(f"unsupported record version {doc['v']!r}")
+    account, live = str(doc["account"]), bool(doc["live"])
+    received_ms, batch = int(doc["received_ms"]), str(doc["batch"])
+    if doc["kind"] == "events":
+        events = tuple(
+            AcceptedEvent(
+                meter_id=str(e["meter"]),
+                event_name=str(e["name"]),
+                identifier=str(e["identifier"]),
+                customer=str(e["customer"]),
+                value=str(e["value"]),
+                timestamp_s=int(e["ts"]),
+            )
+            for e in doc["events"]
+        )
+        return EventsRecord(account, live, received_ms, batch, events)
+    if doc["kind"] == "cancel":
+        return CancelRecord(
+            account,
+            live,
+            received_ms,
+            batch,
+            meter_id=str(doc["meter"]),
+            event_name=str(doc["name"]),
+            identifier=str(doc["identifier"]),
+            customer=str(doc["customer"]),
+        )
+    raise RecordDecodeError(f"unknown record kind {doc['kind']!r}")
