@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aggregator.fold import segments as split_segments
+from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
     OffsetFenced,
     apply_batch,
@@ -124,6 +125,7 @@ class RollupConsumer:
         self._lag = LagCollector(group=self._group, topic=self._topic)
         registry.register(self._lag)
         self._known_days: set[int] = set()
+        self._meter_windows = MeterWindows()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -202,7 +204,7 @@ class RollupConsumer:
                 self._known_days |= days
             outcome = await apply_batch(
                 conn, group=self._group, topic=self._topic, spans=spans_of(offsets),
-                segments=segments,
+                segments=segments, meter_windows=self._meter_windows,
             )  # fmt: skip
         self.metrics.events.labels("new").inc(outcome.events_new)
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)

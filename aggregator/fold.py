@@ -5,14 +5,18 @@ Nothing here does I/O; :mod:`aggregator.rollup_store` applies the results in one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from meterflow.event_records import CancelRecord, EventsRecord, MeterEventsRecord
 
 MINUTE_S = 60
 DAY_S = 86_400
+
+TimeWindow = Literal["hour", "day"]
+WINDOW_S: dict[TimeWindow, int] = {"hour": 3600, "day": DAY_S}
 
 Receipt = tuple[int, str, int]  # (received_ms, batch, index): meterflow's receipt order
 
@@ -52,6 +56,8 @@ class EventRow:
 
 
 MinuteKey = tuple[str, bool, str, str, int]
+# (account, livemode, meter, customer, window start): one pre-aggregation window.
+WindowKey = tuple[str, bool, str, str, int]
 
 
 @dataclass(slots=True)
@@ -112,6 +118,72 @@ def minute_deltas(rows: Iterable[EventRow]) -> dict[MinuteKey, MinuteDelta]:
         if row.receipt > delta.last_receipt:
             delta.last_value, delta.last_receipt = row.value, row.receipt
     return deltas
+
+
+def window_of(ts_s: int, window: TimeWindow) -> int:
+    """Start of the UTC hour or day containing ``ts_s``: windows are ``[start, start + size)``."""
+    size = WINDOW_S[window]
+    return ts_s - ts_s % size
+
+
+def window_key(row: EventRow, window: TimeWindow) -> WindowKey:
+    return (
+        row.account_id,
+        row.livemode,
+        row.meter_id,
+        row.customer,
+        window_of(row.event_ts, window),
+    )
+
+
+def split_by_window(
+    rows: Iterable[EventRow], windows: Mapping[str, TimeWindow | None]
+) -> tuple[list[EventRow], list[tuple[WindowKey, EventRow]]]:
+    """Separate events of raw meters from those of pre-aggregated (hour/day) meters."""
+    raw: list[EventRow] = []
+    windowed: list[tuple[WindowKey, EventRow]] = []
+    for row in rows:
+        window = windows.get(row.meter_id)
+        if window is None:
+            raw.append(row)
+        else:
+            windowed.append((window_key(row, window), row))
+    return raw, windowed
+
+
+def latest_per_window(rows: Iterable[tuple[WindowKey, EventRow]]) -> dict[WindowKey, EventRow]:
+    """The most recently received event of each window among ``rows``."""
+    latest: dict[WindowKey, EventRow] = {}
+    for key, row in rows:
+        held = latest.get(key)
+        if held is None or row.receipt > held.receipt:
+            latest[key] = row
+    return latest
+
+
+@dataclass(frozen=True, slots=True)
+class Overwrite:
+    """A window whose surviving event changes: ``replaced`` is the previous survivor, if any."""
+
+    key: WindowKey
+    survivor: EventRow
+    replaced: EventRow | None
+
+
+def overwrites(
+    candidates: Mapping[WindowKey, EventRow], stored: Mapping[WindowKey, EventRow]
+) -> list[Overwrite]:
+    """Windows where a candidate was received after the stored survivor (or none is stored).
+
+    A candidate received before the stored survivor is a late arrival of an older event: it is
+    kept as a raw event (a cancel of the survivor may bring it back) but changes nothing now.
+    """
+    changes: list[Overwrite] = []
+    for key, candidate in candidates.items():
+        held = stored.get(key)
+        if held is None or candidate.receipt > held.receipt:
+            changes.append(Overwrite(key, candidate, held))
+    return changes
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,18 @@ from aggregator.fold import (
     MINUTE_S,
     EventRow,
     Segment,
+    TimeWindow,
     day_of,
     first_of_each_identifier,
+    latest_per_window,
     minute_deltas,
     minute_of,
+    overwrites,
+    split_by_window,
+    window_of,
 )
+from aggregator.meter_windows import MeterWindows
+from aggregator.window_store import apply_overwrites, recompute_window, stored_survivors
 from meterflow.errors import MeterflowError
 from meterflow.event_records import CancelRecord
 from meterflow.pg import Conn
@@ -232,7 +239,21 @@ async def recompute_minute(
     )
 
 
-async def _apply_cancel(conn: Conn, cancel: CancelRecord) -> bool:
+async def _fold_events(
+    conn: Conn, rows: Sequence[EventRow], windows: Mapping[str, TimeWindow | None]
+) -> None:
+    """Add raw meters' events to their minutes; let pre-aggregated meters' events overwrite."""
+    raw, windowed = split_by_window(rows, windows)
+    await _add_to_rollups(conn, raw)
+    if windowed:
+        candidates = latest_per_window(windowed)
+        stored = await stored_survivors(conn, list(candidates))
+        await apply_overwrites(conn, overwrites(candidates, stored))
+
+
+async def _apply_cancel(
+    conn: Conn, cancel: CancelRecord, windows: Mapping[str, TimeWindow | None]
+) -> bool:
     target = await conn.fetchrow(
         """SELECT meter_id, customer, event_ts FROM event_identifiers
            WHERE account_id = $1 AND livemode = $2 AND identifier = $3""",
@@ -255,6 +276,17 @@ async def _apply_cancel(conn: Conn, cancel: CancelRecord) -> bool:
     )
     if status.endswith(" 0"):
         return False
+    window = windows.get(target["meter_id"])
+    if window is not None:
+        key = (
+            cancel.account_id,
+            cancel.livemode,
+            target["meter_id"],
+            target["customer"],
+            window_of(target["event_ts"], window),
+        )
+        await recompute_window(conn, key, window)
+        return True
     await recompute_minute(
         conn,
         account_id=cancel.account_id,
@@ -270,6 +302,12 @@ def event_days(segments: Iterable[Segment]) -> set[int]:
     return {day_of(row.event_ts) for s in segments for row in s.events}
 
 
+def meter_ids(segments: Iterable[Segment]) -> set[str]:
+    ids = {row.meter_id for s in segments for row in s.events}
+    ids.update(s.cancel.meter_id for s in segments if s.cancel is not None)
+    return ids
+
+
 async def apply_batch(
     conn: Conn,
     *,
@@ -277,23 +315,27 @@ async def apply_batch(
     topic: str,
     spans: Sequence[PartitionSpan],
     segments: Sequence[Segment],
+    meter_windows: MeterWindows,
 ) -> FoldOutcome:
     """Fold one consumed batch exactly once.
 
     1. Lock the offset rows of the batch's partitions and check that each continues exactly where
        the last committed batch ended; otherwise roll back (:class:`OffsetFenced`).
     2. For each run of events: keep identifiers not seen before (the dedupe set), store those raw
-       events, and add them to the minute rollups.
-    3. For each cancel: mark the raw event cancelled and rebuild its minute from what still counts.
+       events, and add them to the minute rollups; for pre-aggregated meters, the latest received
+       event of each window replaces the window's survivor instead.
+    3. For each cancel: mark the raw event cancelled and rebuild its minute (raw meters) or
+       re-elect its window's survivor (pre-aggregated meters) from what still counts.
     4. Advance the stored offsets past the batch.
     All of it commits together, or none of it does.
     """
     outcome = FoldOutcome()
     async with conn.transaction():
         await _fence(conn, group, topic, spans)
+        windows = await meter_windows.resolve(conn, meter_ids(segments))
         for segment in segments:
             if segment.cancel is not None:
-                if await _apply_cancel(conn, segment.cancel):
+                if await _apply_cancel(conn, segment.cancel, windows):
                     outcome.cancels_applied += 1
                 else:
                     outcome.cancels_unmatched += 1
@@ -301,7 +343,7 @@ async def apply_batch(
             new_rows = await _insert_new_events(conn, segment.events)
             outcome.events_new += len(new_rows)
             outcome.events_duplicate += len(segment.events) - len(new_rows)
-            await _add_to_rollups(conn, new_rows)
+            await _fold_events(conn, new_rows, windows)
         await conn.executemany(
             """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
                WHERE group_id = $1 AND topic = $2 AND partition = $3""",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from aggregator.consumer import RollupConsumer
 from aggregator.fold import segments
+from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
     OffsetFenced,
     PartitionSpan,
@@ -20,15 +21,13 @@ from aggregator.rollup_store import (
     ensure_event_partitions,
     event_days,
 )
-from meterflow.event_records import CancelRecord, MeterEventsRecord
+from meterflow.event_records import CancelRecord
 from meterflow.settings import Settings
 from meterflow.topics import meter_events_topic
 from tests.fixtures.meter_events import (
     customer_totals,
     events_record,
-    folded_offsets,
-    produce,
-    wait_until,
+    fold_records,
 )
 
 pytestmark = pytest.mark.integration
@@ -57,29 +56,17 @@ async def folding(
     await pool.close()
 
 
-async def _fold(
-    database_url: str, kafka_bootstrap: str, topic: str, records: Sequence[MeterEventsRecord]
-) -> None:
-    before = await folded_offsets(database_url, topic)
-    await produce(kafka_bootstrap, topic, records)
-
-    async def done() -> bool:
-        return await folded_offsets(database_url, topic) >= before + len(records)
-
-    await wait_until(done, 30, f"{len(records)} records folded")
-
-
 async def test_sum_count_last_and_dedupe(
     folding: RollupConsumer, database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topic = meter_events_topic(topic_prefix)
-    await _fold(database_url, kafka_bootstrap, topic, [
+    await fold_records(database_url, kafka_bootstrap, topic, [
         events_record(1000, "a", [("e1", "cus_1", "1.5", NOW), ("e2", "cus_1", "2", NOW + 5),
                                   ("e1", "cus_1", "99", NOW + 6)]),  # repeat within a record
         events_record(1001, "b", [("e3", "cus_2", "-1", NOW + 70)]),
     ])  # fmt: skip
     # A client resend and a late duplicate in another record count nothing.
-    await _fold(database_url, kafka_bootstrap, topic, [
+    await fold_records(database_url, kafka_bootstrap, topic, [
         events_record(2000, "c", [("e1", "cus_1", "1.5", NOW)]),
         events_record(2001, "d", [("e2", "cus_1", "2", NOW + 5), ("e4", "cus_1", "10", NOW + 1)]),
     ])  # fmt: skip
@@ -104,7 +91,7 @@ async def test_cancel_recomputes_the_minute_and_last_falls_back(
     folding: RollupConsumer, database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     topic = meter_events_topic(topic_prefix)
-    await _fold(database_url, kafka_bootstrap, topic, [
+    await fold_records(database_url, kafka_bootstrap, topic, [
         events_record(1000, "a", [("e1", "cus_1", "5", NOW)]),
         events_record(2000, "b", [("e2", "cus_1", "7", NOW + 1)]),
         CancelRecord("acct_1", False, 3000, "c", "mtr_1", "tokens", "e2", "cus_1"),
@@ -116,7 +103,7 @@ async def test_cancel_recomputes_the_minute_and_last_falls_back(
         assert row is not None
         assert tuple(row) == (Decimal(5), 1, Decimal(5))
         # Cancelling the remaining event empties the minute.
-        await _fold(database_url, kafka_bootstrap, topic, [
+        await fold_records(database_url, kafka_bootstrap, topic, [
             CancelRecord("acct_1", False, 4000, "e", "mtr_1", "tokens", "e1", "cus_1"),
             CancelRecord("acct_1", False, 4001, "f", "mtr_1", "tokens", "e1", "cus_1"),
         ])  # fmt: skip
@@ -143,14 +130,16 @@ async def test_a_stale_consumer_is_fenced_and_applies_nothing(database_url: str)
     try:
         await ensure_event_partitions(conn, event_days(rows))
         first = await apply_batch(
-            conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=rows
-        )
+            conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=rows,
+            meter_windows=MeterWindows(),
+        )  # fmt: skip
         assert first.events_new == 1
         again = segments([events_record(2, "b", [("z2", "cus_1", "7", NOW)])])
         with pytest.raises(OffsetFenced):  # stored offset is 1, this batch claims to start at 0
             await apply_batch(
-                conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=again
-            )
+                conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=again,
+                meter_windows=MeterWindows(),
+            )  # fmt: skip
         assert await conn.fetchval("SELECT next_offset FROM consumer_offsets") == 1
         assert await conn.fetchval("SELECT count(*) FROM event_identifiers") == 1
     finally:
