@@ -43,8 +43,8 @@ from meterflow.event_records import (
     CancelRecord,
     EventsRecord,
     MeterEventsRecord,
+    ReceiptClock,
     encode,
-    new_batch_id,
     partition_key,
 )
 from meterflow.ids import object_id
@@ -82,7 +82,7 @@ class MeterEventsApi:
         self._publisher = publisher
         self._topic = topic
         self._metrics = metrics
-        self._clock = clock
+        self._receipts = ReceiptClock(clock)
 
     def routes(self) -> list[Route]:
         return [
@@ -123,7 +123,7 @@ class MeterEventsApi:
     async def _record(
         self, event: MeterEventRequest, who: Principal, request: Request
     ) -> tuple[AcceptedEvent, int]:
-        received_ms = self._now_ms()
+        received_ms, batch = self._receipts.stamp()
         identifier = event.identifier or generated_identifier(request.header("idempotency-key"))
         meter = await self._meters.meter_for(who, event.event_name)
         accepted = accept_event(event, meter, identifier=identifier, now_s=received_ms // 1000)
@@ -136,7 +136,7 @@ class MeterEventsApi:
             account_id=who.account_id,
             livemode=who.livemode,
             received_ms=received_ms,
-            batch=new_batch_id(),
+            batch=batch,
             events=(accepted,),
         )
         await self._publish(record, who, accepted.customer, identifier)
@@ -169,14 +169,14 @@ class MeterEventsApi:
         )
 
     async def _cancel(self, cancel: CancelRequest, who: Principal) -> int:
-        received_ms = self._now_ms()
+        received_ms, batch = self._receipts.stamp()
         found = await self._processed.find(who, cancel.identifier)
         processed = check_cancel(cancel, found, now_ms=received_ms)
         record = CancelRecord(
             account_id=who.account_id,
             livemode=who.livemode,
             received_ms=received_ms,
-            batch=new_batch_id(),
+            batch=batch,
             meter_id=processed.meter_id,
             event_name=cancel.event_name,
             identifier=cancel.identifier,
@@ -212,6 +212,3 @@ class MeterEventsApi:
             self._metrics.count(endpoint, "duplicate" if duplicate else "invalid")
             raise
         self._metrics.count(endpoint, "accepted")
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)

@@ -17,12 +17,17 @@ hash to the same partition, or one cancel. The value is JSON (orjson):
 * Receipt order, which decides ``last`` and pre-aggregation overwrites, is the tuple
   ``(received_ms, batch, index in events)``: stamped once at ingest, carried in the record, so it
   is identical under redelivery and replay and comparable across partitions and processes.
+  :class:`ReceiptClock` makes it follow arrival order within one ingest process, even for requests
+  in the same millisecond; requests to different processes in the same millisecond are ordered by
+  their batch ids, arbitrarily but the same way every time.
 * ``value`` stays the decimal string the client sent; it was validated before publishing.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -71,8 +76,24 @@ class CancelRecord:
 MeterEventsRecord = EventsRecord | CancelRecord
 
 
-def new_batch_id() -> str:
-    return secrets.token_hex(16)
+class ReceiptClock:
+    """Stamps ``(received_ms, batch)`` in arrival order for one ingest process.
+
+    ``received_ms`` never goes backwards (a wall clock stepped back repeats the last value), and
+    the batch id is a per-process random prefix followed by a counter, both fixed-width hex, so
+    two stamps of the same millisecond compare in the order they were taken.
+    """
+
+    def __init__(self, now_s: Callable[[], float] = time.time) -> None:
+        self._now_s = now_s
+        self._prefix = secrets.token_hex(8)
+        self._count = 0
+        self._last_ms = 0
+
+    def stamp(self) -> tuple[int, str]:
+        self._last_ms = max(self._last_ms, int(self._now_s() * 1000))
+        self._count += 1
+        return self._last_ms, f"{self._prefix}{self._count:016x}"
 
 
 def partition_key(account_id: str, livemode: bool, customer: str) -> bytes:
