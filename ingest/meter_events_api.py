@@ -36,6 +36,7 @@ from ingest.meter_event_params import (
 from ingest.metrics import MeterEventMetrics
 from ingest.params import Params
 from ingest.producer import OutgoingRecord, RecordPublisher
+from ingest.rate_limits import AccountLimiter
 from ingest.routing import Route
 from meterflow.errors import ApiError, ServiceUnavailable
 from meterflow.event_records import (
@@ -75,6 +76,7 @@ class MeterEventsApi:
         publisher: RecordPublisher,
         topic: str,
         metrics: MeterEventMetrics,
+        limiter: AccountLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._meters = meters
@@ -83,6 +85,7 @@ class MeterEventsApi:
         self._topic = topic
         self._metrics = metrics
         self._receipts = ReceiptClock(clock)
+        self._limiter = limiter
 
     def routes(self) -> list[Route]:
         return [
@@ -102,6 +105,8 @@ class MeterEventsApi:
 
     async def _create(self, request: Request, who: Principal, endpoint: str) -> Response:
         v2 = endpoint == V2_EVENTS
+        if self._limiter is not None:
+            self._limiter.check(who.account_id, who.livemode)
         with self._counted(endpoint):
             if v2:
                 event = parse_meter_event_v2(Params(request.json_params()))

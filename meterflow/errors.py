@@ -62,6 +62,15 @@ class AuthenticationFailed(ApiError):
     status = 401
 
 
+class SessionExpired(AuthenticationFailed):
+    """401: a meter event session token past its ``expires_at`` (or revoked)."""
+
+    error_type = "temporary_session_expired"
+
+    def __init__(self, message: str = "The temporary session token has expired.") -> None:
+        super().__init__(message, code="billing_meter_event_session_expired")
+
+
 class ResourceMissing(ApiError):
     """404: no such object in the caller's account and mode."""
 
