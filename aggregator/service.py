@@ -1,4 +1,5 @@
-"""The aggregator process: a rollup consumer, its database pool and its metrics endpoint."""
+"""The aggregator process: a rollup consumer, retention maintenance, their database pool and the
+metrics endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from aggregator.consumer import RollupConsumer
+from aggregator.maintenance import MaintenanceLoop
 from meterflow.errors import ConfigurationError
 from meterflow.settings import Settings
 
@@ -18,7 +20,8 @@ log = logging.getLogger("meterflow.aggregator")
 
 
 async def serve_aggregator(settings: Settings) -> None:
-    """Fold until SIGTERM/SIGINT, then: stop fetching, leave the group, close the pool."""
+    """Fold (and prune periodically) until SIGTERM/SIGINT, then: stop fetching, leave the group,
+    let a maintenance pass in hand end, close the pool."""
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise ConfigurationError("the aggregator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     registry = CollectorRegistry()
@@ -29,11 +32,19 @@ async def serve_aggregator(settings: Settings) -> None:
         settings.database_url, min_size=1, max_size=max(2, settings.db_pool_min)
     )
     consumer = RollupConsumer(settings, pool, registry)
+    maintenance = MaintenanceLoop(settings, pool, registry)
+    maintenance_task: asyncio.Task[None] | None = None
+
+    def request_stop() -> None:
+        consumer.request_stop()
+        maintenance.request_stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, consumer.request_stop)
+        loop.add_signal_handler(sig, request_stop)
     try:
         await consumer.start()
+        maintenance_task = asyncio.create_task(maintenance.run(), name="maintenance")
         log.info(
             "aggregator folding; metrics on http://%s:%d/metrics",
             settings.http_host,
@@ -41,13 +52,24 @@ async def serve_aggregator(settings: Settings) -> None:
         )
         await consumer.run()
     finally:
+        maintenance.request_stop()
         try:
             await asyncio.wait_for(consumer.stop(), settings.shutdown_deadline_s)
         finally:
+            if maintenance_task is not None:
+                await _finish(maintenance_task, settings.shutdown_deadline_s)
             await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
             metrics_server.shutdown()
             metrics_thread.join(timeout=settings.shutdown_deadline_s)
     log.info("aggregator stopped")
+
+
+async def _finish(task: asyncio.Task[None], deadline_s: float) -> None:
+    """Let a stopping task end within the deadline, else cancel it; a pass is safe to cut."""
+    try:
+        await asyncio.wait_for(task, deadline_s)
+    except TimeoutError:
+        log.warning("maintenance pass still running at shutdown; cancelled")
 
 
 def run_aggregator(settings: Settings) -> None:

@@ -20,18 +20,27 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ingest.auth import Authenticator, Principal
 from ingest.event_identifiers import PgProcessedEvents
 from ingest.http import Request, Response, error_response, error_response_v2, json_response
+from ingest.idempotency import (
+    ErrorRenderer,
+    IdempotentRequests,
+    PgIdempotencyStore,
+    idempotency_key,
+)
 from ingest.meter_directory import MeterDirectory
+from ingest.meter_event_sessions import SessionAuthority
+from ingest.meter_event_stream_api import MeterEventStreamApi
 from ingest.meter_events_api import MeterEventsApi
 from ingest.meter_store import MeterStore
 from ingest.meters_api import MetersApi
-from ingest.metrics import IngestMetrics, MeterEventMetrics, PoolCollector
+from ingest.metrics import IdempotencyMetrics, IngestMetrics, MeterEventMetrics, PoolCollector
 from ingest.producer import EventPublisher, RecordPublisher, UnconfiguredPublisher
+from ingest.rate_limits import AccountLimiter
 from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
 from ingest.summaries_api import SummariesApi
 from meterflow.errors import ApiError, AuthenticationFailed, PayloadTooLarge, ServiceUnavailable
 from meterflow.ids import object_id
 from meterflow.settings import Settings
-from meterflow.topics import meter_events_topic
+from meterflow.topics import meter_events_rejected_topic, meter_events_topic
 
 log = logging.getLogger("meterflow.ingest")
 
@@ -70,6 +79,7 @@ class IngestApp:
         self.publisher: EventPublisher | None = None
         self._router: Router | None = None
         self._authenticator: Authenticator | None = None
+        self._idempotent: IdempotentRequests | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -88,15 +98,31 @@ class IngestApp:
         self._authenticator = Authenticator(
             PgKeyDirectory(self.pool), ttl_s=self.settings.auth_cache_ttl_s
         )
+        self._idempotent = IdempotentRequests(
+            PgIdempotencyStore(self.pool), IdempotencyMetrics(self.registry)
+        )
         store = MeterStore(self.pool)
         directory = MeterDirectory(store, ttl_s=self.settings.meter_cache_ttl_s)
         meters = MetersApi(store, on_change=directory.forget)
+        publisher = await self._start_publisher()
         events = MeterEventsApi(
             meters=directory,
             processed=PgProcessedEvents(self.pool),
-            publisher=await self._start_publisher(),
+            publisher=publisher,
             topic=meter_events_topic(self.settings.topic_prefix),
             metrics=MeterEventMetrics(self.registry),
+            limiter=AccountLimiter("meter events", self.settings.rate_limit_meter_events_per_s),
+        )
+        sessions = SessionAuthority(self.pool, revocation_ttl_s=self.settings.auth_cache_ttl_s)
+        await sessions.load_keys()
+        stream = MeterEventStreamApi(
+            sessions=sessions,
+            meters=directory,
+            publisher=publisher,
+            events_topic=meter_events_topic(self.settings.topic_prefix),
+            rejected_topic=meter_events_rejected_topic(self.settings.topic_prefix),
+            limiter=AccountLimiter("stream events", self.settings.rate_limit_stream_events_per_s),
+            registry=self.registry,
         )
         self._router = Router(
             [
@@ -105,6 +131,7 @@ class IngestApp:
                 Route("GET", "/readyz", self._readyz, authenticated=False),
                 *meters.routes(),
                 *events.routes(),
+                *stream.routes(),
                 *SummariesApi(store, self.pool).routes(),
             ]
         )
@@ -165,14 +192,14 @@ class IngestApp:
         path: str = scope["path"]
         route_name = "unmatched"
         request_id = object_id("req", length=14)
-        render_error = error_response_v2 if path.startswith("/v2/") else error_response
+        render_error = _error_renderer(path)
         status = 500
         self.metrics.in_flight.inc()
         try:
             try:
                 match = self._match(method, path)
                 route_name = match.route.template
-                response = await self._handle(scope, receive, match, request_id)
+                response = await self._handle(scope, receive, match, request_id, render_error)
             except ApiError as exc:
                 if isinstance(exc, AuthenticationFailed):
                     self.metrics.auth_failures.inc()
@@ -196,9 +223,15 @@ class IngestApp:
         return self._router.match(method, path)
 
     async def _handle(
-        self, scope: Scope, receive: Receive, match: Match, request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        match: Match,
+        request_id: str,
+        render_error: ErrorRenderer,
     ) -> Response:
         assert self._authenticator is not None  # noqa: S101 - checked by the caller
+        assert self._idempotent is not None  # noqa: S101 - set with the authenticator
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body = await _read_body(receive, headers, self.settings.max_body_bytes)
@@ -218,7 +251,11 @@ class IngestApp:
         route = match.route
         if route.authenticated:
             principal = await self._authenticator.authenticate(request.header("authorization"))
-            return await cast(AuthedHandler, route.handler)(request, principal)
+            handler = cast(AuthedHandler, route.handler)
+            key = idempotency_key(request) if request.method == "POST" else None
+            if key is not None:
+                return await self._idempotent.handle(request, principal, key, handler, render_error)
+            return await handler(request, principal)
         return await cast(PublicHandler, route.handler)(request)
 
     # -- operational endpoints -----------------------------------------------------------------
@@ -239,6 +276,10 @@ class IngestApp:
         if self.publisher is not None and not self.publisher.connected:
             raise ServiceUnavailable("Kafka producer is not connected")
         return json_response({"status": "ready"})
+
+
+def _error_renderer(path: str) -> ErrorRenderer:
+    return error_response_v2 if path.startswith("/v2/") else error_response
 
 
 class _InternalError(ServiceUnavailable):

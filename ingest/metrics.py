@@ -117,3 +117,20 @@ class MeterEventMetrics:
 
     def count(self, endpoint: str, outcome: MeterEventOutcome) -> None:
         self.requests.labels(endpoint, outcome).inc()
+
+
+IdempotencyOutcome = Literal["stored", "not_stored", "replayed", "mismatched", "in_progress"]
+
+
+class IdempotencyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "meterflow_idempotent_requests_total",
+            "POST requests with an Idempotency-Key, by outcome: stored (ran, response kept), "
+            "not_stored (ran, response not kept), replayed, mismatched (400), in_progress (409).",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def count(self, outcome: IdempotencyOutcome) -> None:
+        self.requests.labels(outcome).inc()

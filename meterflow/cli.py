@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -109,6 +110,23 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if revoked else 1
 
 
+def cmd_maintenance(settings: Settings, _args: argparse.Namespace) -> int:
+    from aggregator.maintenance import run_maintenance  # noqa: PLC0415
+
+    now_ms = int(time.time() * 1000)
+    retention_days = settings.event_retention_days
+    report = asyncio.run(
+        _with_connection(
+            settings, lambda c: run_maintenance(c, now_ms=now_ms, retention_days=retention_days)
+        )
+    )
+    if report is None:
+        print("another process is running maintenance; nothing done")
+    else:
+        print(report.summary())
+    return 0
+
+
 def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
     masked = settings.masked()
     for variable, field_name in environment_variables().items():
@@ -136,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", cmd_migrate, "Apply pending database migrations from sql/.")
     add("topics", cmd_topics, "Create the Kafka topics meterflow uses, if missing.")
     add("config", cmd_config, "Print the effective configuration (secrets masked).")
+    add("maintenance", cmd_maintenance, "Run one retention pass: prune old rows and partitions.")
 
     accounts = sub.add_parser("accounts", help="Manage accounts and API keys.")
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from meterflow.errors import ConfigurationError
+from meterflow.event_rules import MAX_PAST_S
 
 DEFAULT_KAFKA_VERSION = "4.2.1"
+_DAY_S = 86_400
 
 
 def _default_cache_dir() -> Path:
@@ -57,6 +59,25 @@ class Settings:
     consumer_session_timeout_ms: int = 10_000
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
+    # Per account and mode, per ingest process; 0 turns a limit off. Stripe's live-mode figures:
+    # 1,000 meter events per second on v1/v2 single events, 10,000 on meter_event_stream.
+    rate_limit_meter_events_per_s: float = 1000.0
+    rate_limit_stream_events_per_s: float = 10_000.0
+    # Raw meter events are kept this many whole days: Stripe's 35-day back-dating window plus a
+    # margin for aggregator lag.
+    event_retention_days: int = 37
+    maintenance_interval_s: float = 300.0
+    # Asynchronous error reports: rejections are counted per validation window of this length
+    # (by receipt time) and reported once the window has been over for the grace period.
+    error_report_window_s: float = 10.0
+    error_report_grace_s: float = 5.0
+    # Webhook delivery: per-request timeout, attempts before giving up, exponential backoff from
+    # the base up to the cap, and how many requests one aggregator has in flight.
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 20
+    webhook_backoff_base_s: float = 30.0
+    webhook_backoff_max_s: float = 21_600.0
+    webhook_concurrency: int = 16
 
     def masked(self) -> dict[str, str]:
         """Settings as printable strings, with credentials hidden."""
@@ -108,6 +129,17 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_CONSUMER_SESSION_TIMEOUT_MS": ("consumer_session_timeout_ms", int),
     "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
     "METERFLOW_LOG_LEVEL": ("log_level", str),
+    "METERFLOW_RATE_LIMIT_METER_EVENTS_PER_S": ("rate_limit_meter_events_per_s", float),
+    "METERFLOW_RATE_LIMIT_STREAM_EVENTS_PER_S": ("rate_limit_stream_events_per_s", float),
+    "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
+    "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
+    "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
+    "METERFLOW_ERROR_REPORT_GRACE_S": ("error_report_grace_s", float),
+    "METERFLOW_WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", float),
+    "METERFLOW_WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", int),
+    "METERFLOW_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", float),
+    "METERFLOW_WEBHOOK_BACKOFF_MAX_S": ("webhook_backoff_max_s", float),
+    "METERFLOW_WEBHOOK_CONCURRENCY": ("webhook_concurrency", int),
 }
 
 
@@ -131,4 +163,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if not 1 <= settings.db_pool_min <= settings.db_pool_max:
         raise ConfigurationError("need 1 <= METERFLOW_DB_POOL_MIN <= METERFLOW_DB_POOL_MAX")
+    if settings.event_retention_days * _DAY_S <= MAX_PAST_S:
+        # Ingest still accepts events that old; their day's partition must still exist.
+        raise ConfigurationError(
+            "METERFLOW_EVENT_RETENTION_DAYS must be more than the 35 days an event may be "
+            "back-dated"
+        )
+    if settings.maintenance_interval_s <= 0:
+        raise ConfigurationError("METERFLOW_MAINTENANCE_INTERVAL_S must be positive")
     return settings

@@ -31,3 +31,20 @@ def test_bad_values_are_configuration_errors() -> None:
 def test_mask_leaves_passwordless_urls_alone() -> None:
     assert mask_url_password("postgresql://u@h/db") == "postgresql://u@h/db"
     assert mask_url_password("not a url") == "not a url"
+
+
+def test_retention_settings_have_defaults_and_come_from_the_environment() -> None:
+    defaults = load_settings({})
+    assert (defaults.event_retention_days, defaults.maintenance_interval_s) == (37, 300.0)
+    settings = load_settings(
+        {"METERFLOW_EVENT_RETENTION_DAYS": "40", "METERFLOW_MAINTENANCE_INTERVAL_S": "0.5"}
+    )
+    assert (settings.event_retention_days, settings.maintenance_interval_s) == (40, 0.5)
+
+
+def test_retention_must_outlast_the_back_dating_window() -> None:
+    assert load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "36"}).event_retention_days == 36
+    with pytest.raises(ConfigurationError, match="35 days"):
+        load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "35"})
+    with pytest.raises(ConfigurationError, match="MAINTENANCE_INTERVAL"):
+        load_settings({"METERFLOW_MAINTENANCE_INTERVAL_S": "0"})
