@@ -1,5 +1,5 @@
-"""The aggregator process: a rollup consumer, retention maintenance, their database pool and the
-metrics endpoint."""
+"""The aggregator process: the rollup consumer, error reports and webhook delivery, retention
+maintenance, their database pool and the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from aggregator.consumer import RollupConsumer
+from aggregator.event_notifications import EventNotifications
 from aggregator.maintenance import MaintenanceLoop
 from meterflow.errors import ConfigurationError
 from meterflow.settings import Settings
@@ -28,15 +29,20 @@ async def serve_aggregator(settings: Settings) -> None:
     metrics_server, metrics_thread = start_http_server(
         settings.aggregator_metrics_port, addr=settings.http_host, registry=registry
     )
+    # The fold, the error-report consumer, its window closer, the webhook worker and maintenance
+    # each hold a connection briefly.
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=max(2, settings.db_pool_min)
+        settings.database_url, min_size=1, max_size=max(5, settings.db_pool_min)
     )
     consumer = RollupConsumer(settings, pool, registry)
+    notifications = EventNotifications(settings, pool, registry)
     maintenance = MaintenanceLoop(settings, pool, registry)
+    notifications_task: asyncio.Task[None] | None = None
     maintenance_task: asyncio.Task[None] | None = None
 
     def request_stop() -> None:
         consumer.request_stop()
+        notifications.request_stop()
         maintenance.request_stop()
 
     loop = asyncio.get_running_loop()
@@ -44,6 +50,8 @@ async def serve_aggregator(settings: Settings) -> None:
         loop.add_signal_handler(sig, request_stop)
     try:
         await consumer.start()
+        await notifications.start()
+        notifications_task = asyncio.create_task(notifications.run(), name="notifications")
         maintenance_task = asyncio.create_task(maintenance.run(), name="maintenance")
         log.info(
             "aggregator folding; metrics on http://%s:%d/metrics",
@@ -52,10 +60,14 @@ async def serve_aggregator(settings: Settings) -> None:
         )
         await consumer.run()
     finally:
+        notifications.request_stop()
         maintenance.request_stop()
         try:
             await asyncio.wait_for(consumer.stop(), settings.shutdown_deadline_s)
         finally:
+            if notifications_task is not None:
+                await _finish(notifications_task, settings.shutdown_deadline_s)
+            await asyncio.wait_for(notifications.stop(), settings.shutdown_deadline_s)
             if maintenance_task is not None:
                 await _finish(maintenance_task, settings.shutdown_deadline_s)
             await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
@@ -69,7 +81,7 @@ async def _finish(task: asyncio.Task[None], deadline_s: float) -> None:
     try:
         await asyncio.wait_for(task, deadline_s)
     except TimeoutError:
-        log.warning("maintenance pass still running at shutdown; cancelled")
+        log.warning("%s still running at shutdown; cancelled", task.get_name())
 
 
 def run_aggregator(settings: Settings) -> None:

@@ -18,6 +18,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest.auth import Authenticator, Principal
+from ingest.core_events_api import CoreEventsApi
 from ingest.event_identifiers import PgProcessedEvents
 from ingest.http import Request, Response, error_response, error_response_v2, json_response
 from ingest.idempotency import (
@@ -37,6 +38,7 @@ from ingest.producer import EventPublisher, RecordPublisher, UnconfiguredPublish
 from ingest.rate_limits import AccountLimiter
 from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
 from ingest.summaries_api import SummariesApi
+from ingest.webhook_endpoints_api import WebhookEndpointsApi
 from meterflow.errors import ApiError, AuthenticationFailed, PayloadTooLarge, ServiceUnavailable
 from meterflow.ids import object_id
 from meterflow.settings import Settings
@@ -133,6 +135,8 @@ class IngestApp:
                 *events.routes(),
                 *stream.routes(),
                 *SummariesApi(store, self.pool).routes(),
+                *CoreEventsApi(self.pool).routes(),
+                *WebhookEndpointsApi(self.pool).routes(),
             ]
         )
         log.info("ingest ready")
