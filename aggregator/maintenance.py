@@ -2,6 +2,10 @@
 
 - ``event_identifiers`` rows received more than 48 hours ago (the dedupe set promises 24);
 - ``idempotency_keys`` older than 24 hours, which ingest no longer honours;
+- ``window_survivors`` of pre-aggregation windows older than the event retention (no event can
+  arrive for them any more; their minute rollups stay);
+- ``core_events`` older than 30 days (Stripe's event retention) and webhook deliveries completed
+  more than 30 days ago, with their attempts;
 - ``meter_events`` day partitions whose whole day is older than the event retention, dropped
   whole.
 
@@ -39,11 +43,19 @@ CHUNK_ROWS = 10_000
 MAINTENANCE_LOCK_KEY = int.from_bytes(b"mflwmain", "big", signed=True)
 _DROP_LOCK_TIMEOUT = "5s"
 
-PrunedTable = Literal["event_identifiers", "idempotency_keys"]
-# Table -> the column holding a row's age in unix milliseconds.
+EVENT_RETENTION_MS = 30 * 24 * HOUR_MS
+
+PrunedTable = Literal[
+    "event_identifiers", "idempotency_keys", "window_survivors", "core_events",
+    "webhook_deliveries",
+]  # fmt: skip
+# Table -> the expression of a row's age in unix milliseconds.
 _AGE_COLUMN: dict[PrunedTable, str] = {
     "event_identifiers": "received_ms",
     "idempotency_keys": "created_ms",
+    "window_survivors": "window_ts * 1000",
+    "core_events": "created_ms",
+    "webhook_deliveries": "completed_ms",  # NULL while pending: never pruned
 }
 
 # -- pure part ---------------------------------------------------------------------------------
@@ -100,6 +112,15 @@ async def run_maintenance(
         )
         report.rows_pruned["idempotency_keys"] = await prune_rows(
             conn, "idempotency_keys", now_ms - IDEMPOTENCY_KEY_RETENTION_MS, chunk_rows
+        )
+        report.rows_pruned["window_survivors"] = await prune_rows(
+            conn, "window_survivors", now_ms - retention_days * DAY_S * 1000, chunk_rows
+        )
+        report.rows_pruned["core_events"] = await prune_rows(
+            conn, "core_events", now_ms - EVENT_RETENTION_MS, chunk_rows
+        )
+        report.rows_pruned["webhook_deliveries"] = await prune_rows(
+            conn, "webhook_deliveries", now_ms - EVENT_RETENTION_MS, chunk_rows
         )
         report.partitions_dropped = await drop_expired_partitions(
             conn, now_s=now_ms // 1000, retention_days=retention_days

@@ -91,12 +91,30 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
         for day in days:
             await _insert_event(conn, day + 3600)
         await _seed(conn, now_ms, old_identifiers=25)
+        for window_ts in (newest_expired - DAY_S, today):
+            await conn.execute(
+                """INSERT INTO window_survivors VALUES ('acct_1', false, 'mtr_1', 'cus_1', $1,
+                       'i', 1, $1, 0, 'b', 0)""",
+                window_ts,
+            )
+        for event_id, age_days in (("evt_old", 31), ("evt_new", 29)):
+            await conn.execute(
+                """INSERT INTO core_events (id, account_id, livemode, type, created_ms, data,
+                       source_key) VALUES ($1, 'acct_1', false, 't', $2, '{}', $1)""",
+                event_id,
+                now_ms - age_days * DAY_S * 1000,
+            )
 
         report = await run_maintenance(
             conn, now_ms=now_ms, retention_days=RETENTION_DAYS, chunk_rows=10
         )
         assert report is not None
-        assert report.rows_pruned == {"event_identifiers": 25, "idempotency_keys": 1}
+        assert report.rows_pruned == {
+            "event_identifiers": 25, "idempotency_keys": 1, "window_survivors": 1,
+            "core_events": 1, "webhook_deliveries": 0,
+        }  # fmt: skip
+        assert await conn.fetchval("SELECT window_ts FROM window_survivors") == today
+        assert await conn.fetchval("SELECT id FROM core_events") == "evt_new"
         assert report.partitions_dropped == [_partition(days[0]), _partition(days[1])]
 
         assert await _partitions(conn) == [_partition(days[2]), _partition(today)]
@@ -108,7 +126,7 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
 
         again = await run_maintenance(conn, now_ms=now_ms, retention_days=RETENTION_DAYS)
         assert again is not None
-        assert again.rows_pruned == {"event_identifiers": 0, "idempotency_keys": 0}
+        assert set(again.rows_pruned.values()) == {0}
         assert again.partitions_dropped == []
     finally:
         await conn.close()
@@ -201,5 +219,6 @@ async def test_the_cli_runs_one_pass(database_url: str) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == (
-        "pruned 2 from event_identifiers, 1 from idempotency_keys; dropped partitions: none"
+        "pruned 2 from event_identifiers, 1 from idempotency_keys, 0 from window_survivors, "
+        "0 from core_events, 0 from webhook_deliveries; dropped partitions: none"
     )
