@@ -1,0 +1,1 @@
+"""Pure reference models that integration tests compare the real pipeline against."""
