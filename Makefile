@@ -1,11 +1,13 @@
 # The two commands of the README: `make up` runs the stack, `make test` runs every check.
+# `make bench` runs the benchmark suite and rewrites BENCHMARKS.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 NODE_SDK := tests/sdk/node
 
-.PHONY: up test install lint typecheck unit integration clean
+.PHONY: up test bench install lint typecheck unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -17,6 +19,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# The bench extra (matplotlib, for the plots) on top of the test install.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	rm -f $(VENV)/.bench-installed-*
+	touch $@
 
 up: install
 	$(BIN)/meterflow up
@@ -38,6 +46,9 @@ unit: install
 
 test: install lint typecheck $(NODE_SDK)/node_modules/.package-lock.json
 	$(BIN)/pytest --junitxml=build/test-results.xml
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m loadtest.bench
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules

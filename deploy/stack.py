@@ -19,9 +19,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import asyncpg
 
@@ -43,20 +45,43 @@ def _say(message: str) -> None:
 
 @dataclass
 class ChildService:
-    """A meterflow component running as a child process."""
+    """A meterflow component running as a child process.
+
+    Its output goes to ``log_path`` when given (appended), else to this process's own.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        if self.log_path is None:
+            self.process = subprocess.Popen(self.argv, env=self.env)
+            return
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, deadline_s: float) -> None:
+        try:
+            self._terminate(deadline_s)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _terminate(self, deadline_s: float) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -68,7 +93,16 @@ class ChildService:
             self.process.wait()
 
 
-def _wait_http_ready(url: str, child: ChildService, timeout_s: float) -> None:
+def meterflow_child(
+    command: str, env: dict[str, str], log_path: Path | None = None
+) -> ChildService:
+    """``meterflow <command>`` (``ingest``, ``aggregator``) with this interpreter, as a child."""
+    return ChildService(
+        command, [sys.executable, "-m", "meterflow.cli", command], env, log_path=log_path
+    )
+
+
+def wait_http_ready(url: str, child: ChildService, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not child.alive():
@@ -106,25 +140,37 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
+@dataclass(frozen=True, slots=True)
+class RunningService:
+    """Where a dependency answers; ``pid`` is set only when this process started it."""
+
+    address: str
+    pid: int | None = None
+
+
 @contextlib.contextmanager
-def _local_postgres(settings: Settings) -> Iterator[str]:
+def local_postgres(
+    settings: Settings, say: Callable[[str], None] = _say
+) -> Iterator[RunningService]:
+    """``DATABASE_URL`` if set, else a local server under the data dir, stopped on exit."""
     if settings.database_url:
-        yield settings.database_url
+        yield RunningService(settings.database_url)
         return
     server = LocalPostgresServer(
         PostgresServerConfig(
             data_dir=settings.data_dir / "postgres", port=settings.local_postgres_port
         )
     )
-    _say(f"starting PostgreSQL on 127.0.0.1:{settings.local_postgres_port}")
+    say(f"starting PostgreSQL on 127.0.0.1:{settings.local_postgres_port}")
     with server:  # starts it, and stops it on the way out
-        yield server.dsn
+        yield RunningService(server.dsn, server.pid)
 
 
 @contextlib.contextmanager
-def _local_kafka(settings: Settings) -> Iterator[str]:
+def local_kafka(settings: Settings, say: Callable[[str], None] = _say) -> Iterator[RunningService]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set, else a local broker under the data dir."""
     if settings.kafka_bootstrap_servers:
-        yield settings.kafka_bootstrap_servers
+        yield RunningService(settings.kafka_bootstrap_servers)
         return
     broker = LocalKafkaBroker(
         KafkaBrokerConfig(
@@ -135,24 +181,20 @@ def _local_kafka(settings: Settings) -> Iterator[str]:
             controller_port=settings.local_kafka_controller_port,
         )
     )
-    _say(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{settings.local_kafka_port}")
+    say(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{settings.local_kafka_port}")
     with broker:  # starts it, and stops it on the way out
-        yield broker.bootstrap_servers
+        yield RunningService(broker.bootstrap_servers, broker.pid)
 
 
 def run_stack(settings: Settings) -> int:
     started = time.monotonic()
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _local_postgres(settings) as database_url, _local_kafka(settings) as bootstrap:
+        with local_postgres(settings) as postgres, local_kafka(settings) as kafka:
+            database_url, bootstrap = postgres.address, kafka.address
             key = asyncio.run(_prepare(database_url, bootstrap, settings))
             env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-            children = [
-                ChildService("ingest", [sys.executable, "-m", "meterflow.cli", "ingest"], env),
-                ChildService(
-                    "aggregator", [sys.executable, "-m", "meterflow.cli", "aggregator"], env
-                ),
-            ]
+            children = [meterflow_child("ingest", env), meterflow_child("aggregator", env)]
             try:
                 return _serve(settings, children, key, started)
             finally:
@@ -173,9 +215,9 @@ def _serve(settings: Settings, children: list[ChildService], key: str, started: 
     base_url = f"http://{settings.http_host}:{settings.http_port}"
     for child in children:
         child.start()
-    _wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
+    wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
     aggregator_metrics = f"http://{settings.http_host}:{settings.aggregator_metrics_port}/metrics"
-    _wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
+    wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
     _say(f"stack up in {time.monotonic() - started:.1f}s")
     print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
     print(f"  aggregator: {aggregator_metrics}", flush=True)

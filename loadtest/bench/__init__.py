@@ -1,0 +1,1 @@
+"""The benchmark suite behind ``make bench``: its own stack, a fixed suite, BENCHMARKS.md."""

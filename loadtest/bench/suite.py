@@ -1,0 +1,368 @@
+"""The fixed benchmark suite: one stack, every measurement, results.json, a plot, BENCHMARKS.md.
+
+Phases, in order (each short; the whole suite stays well under ten minutes on two cores):
+
+1. the generator's own ceiling against a local no-op server;
+2. v2 single events, then v1 events, at maximum rate, each verified against the summaries;
+3. the v2 stream at 100 events per request (or "not available" when the server answers 404);
+4. ceilings: Kafka producer records/s at ingest's record sizes, PostgreSQL COPY rows/s;
+5. the aggregator's fold rate for raw meters and for an overwrite-heavy hour-meter load;
+6. freshness (200 → visible in summaries) under light background load;
+7. peak RSS of every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+import uvloop
+
+from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceiling
+from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
+from loadtest.bench.freshness import measure_freshness
+from loadtest.bench.machine import load_average, machine_info
+from loadtest.bench.plots import plot_run
+from loadtest.bench.processes import mib, peak_rss_kib, peak_rss_tree_kib
+from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.tables import benchmarks_markdown, result_rows
+from loadtest.generator import run_load
+from loadtest.noop_server import running_noop_server
+from loadtest.plan import (
+    Bounds,
+    Formula,
+    LoadConfig,
+    MeterCounts,
+    Mode,
+    RunSetup,
+    TrafficMix,
+    Window,
+    meter_shapes,
+    new_run_id,
+)
+from loadtest.provision import create_accounts, noop_setup, provision
+from loadtest.stream_sessions import StreamUnavailable
+from loadtest.verify import verify_run
+from meterflow.event_records import AcceptedEvent, EventsRecord, encode
+from meterflow.topics import ensure_topics, meter_events_topic, topic_specs
+
+REPO = Path(__file__).resolve().parents[2]
+COMMAND = "make bench"
+MIX = TrafficMix(duplicate_ratio=0.01, invalid_ratio=0.01, late_ratio=0.05)
+LOAD_METERS = MeterCounts(raw=2, windowed=2)
+
+
+@dataclass(frozen=True, slots=True)
+class SuitePlan:
+    noop_s: float = 10.0
+    noop_stream_s: float = 5.0
+    v2_s: float = 20.0
+    v1_s: float = 15.0
+    stream_s: float = 15.0
+    freshness_s: float = 20.0
+    freshness_probes: int = 300
+    freshness_probers: int = 4
+    freshness_poll_s: float = 0.02
+    background_rate: float = 200.0
+    fold_events: int = 200_000
+    fold_deadline_s: float = 120.0
+    kafka_records: int = 100_000
+    kafka_s: float = 10.0
+    copy_rows: int = 200_000
+    copy_s: float = 10.0
+    workers: int = 2
+    connections: int = 32
+    stream_connections: int = 8
+    accounts: int = 2
+    customers: int = 500
+    verify_timeout_s: float = 90.0
+
+
+QUICK = SuitePlan(
+    noop_s=3.0,
+    noop_stream_s=2.0,
+    v2_s=4.0,
+    v1_s=3.0,
+    stream_s=3.0,
+    freshness_s=4.0,
+    freshness_probes=40,
+    background_rate=100.0,
+    fold_events=10_000,
+    kafka_records=10_000,
+    kafka_s=3.0,
+    copy_rows=20_000,
+    copy_s=3.0,
+    customers=100,
+)
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class Suite:
+    def __init__(self, stack: BenchStack, plan: SuitePlan) -> None:
+        self._stack = stack
+        self._plan = plan
+        self.phases: dict[str, Any] = {}
+
+    async def run(self) -> dict[str, Any]:
+        await self._noop()
+        await self._load("v2", "v2", self._plan.v2_s)
+        await self._load("v1", "v1", self._plan.v1_s)
+        await self._stream()
+        await self._ceilings()
+        await self._folds()
+        await self._freshness()
+        return self.phases
+
+    def _config(self, mode: Mode, duration_s: float, **changes: Any) -> LoadConfig:
+        config = LoadConfig(
+            bounds=Bounds(duration_s=duration_s),
+            mode=mode,
+            workers=self._plan.workers,
+            connections=self._plan.connections,
+            mix=MIX,
+        )
+        return replace(config, **changes)
+
+    async def _setup(
+        self, accounts: int, shapes: Sequence[tuple[Formula, Window | None]], customers: int
+    ) -> RunSetup:
+        run_id = new_run_id()
+        made = await create_accounts(self._stack.database_url, accounts, run_id)
+        keys = [account.secret_key for account in made]
+        return await provision(self._stack.base_url, keys, shapes, customers, run_id)
+
+    async def _noop(self) -> None:
+        plan = self._plan
+        for name, mode, duration_s, changes in (
+            ("noop", "v2", plan.noop_s, {}),
+            (
+                "noop_stream",
+                "stream",
+                plan.noop_stream_s,
+                {"connections": plan.stream_connections, "batch_size": REQUEST_EVENTS},
+            ),
+        ):
+            say(f"generator ceiling against a no-op server, {mode}, {duration_s:.0f} s")
+            config = self._config(
+                cast(Mode, mode), duration_s, mix=TrafficMix(), track_totals=False, **changes
+            )
+            with running_noop_server() as url:
+                setup = noop_setup(url, new_run_id(), plan.customers)
+                result = await run_load(config, setup, label=name)
+            self.phases[name] = {"load": result.report}
+
+    async def _load(self, name: str, mode: Mode, duration_s: float, **changes: Any) -> None:
+        plan = self._plan
+        say(f"{name}: max rate for {duration_s:.0f} s, then verification")
+        setup = await self._setup(plan.accounts, meter_shapes(LOAD_METERS), plan.customers)
+        result = await run_load(self._config(mode, duration_s, **changes), setup, label=name)
+        phase: dict[str, Any] = {"available": True, "load": result.report}
+        if result.expected is not None:
+            verification = await verify_run(
+                setup,
+                result.expected,
+                unresolved=result.unresolved,
+                timeout_s=plan.verify_timeout_s,
+            )
+            say(verification.text())
+            phase["verification"] = verification.as_dict()
+        self.phases[name] = phase
+
+    async def _stream(self) -> None:
+        try:
+            await self._load(
+                "stream",
+                "stream",
+                self._plan.stream_s,
+                connections=self._plan.stream_connections,
+                batch_size=REQUEST_EVENTS,
+            )
+        except StreamUnavailable as exc:
+            say(str(exc))
+            self.phases["stream"] = {"available": False, "reason": str(exc)}
+
+    async def _ceilings(self) -> None:
+        plan, stack = self._plan, self._stack
+        libs = stack.settings.cache_dir / f"kafka-{stack.settings.kafka_version}" / "libs"
+        single = _single_event_record_size()
+        sample = build_records(_fold_workload("sample", "acct_sample", 1, 5000), int(time.time()))
+        stream_bytes = sum(len(v) for _, v in sample.records) // len(sample.records)
+        events_per_record = sample.events / len(sample.records)
+        for name, size in (("single", single), ("stream", stream_bytes)):
+            say(f"Kafka producer ceiling, {size}-byte records")
+            prefix = f"bench-ceiling-{name}-{new_run_id()}."
+            await ensure_topics(stack.bootstrap, topic_specs(prefix))
+            ceiling = await kafka_producer_ceiling(
+                libs,
+                stack.bootstrap,
+                meter_events_topic(prefix),
+                record_size=size,
+                records=plan.kafka_records,
+                duration_s=plan.kafka_s,
+            )
+            if name == "stream":
+                ceiling["events_per_record"] = round(events_per_record, 2)
+            self.phases[f"kafka_ceiling_{name}"] = ceiling
+        say("PostgreSQL COPY ceiling")
+        self.phases["postgres_copy_ceiling"] = await postgres_copy_ceiling(
+            stack.database_url, rows=plan.copy_rows, chunk=5000, duration_s=plan.copy_s
+        )
+
+    async def _folds(self) -> None:
+        plan = self._plan
+        workloads: list[tuple[str, list[tuple[Formula, Window | None]], int, bool]] = [
+            ("raw", [("sum", None), ("count", None)], 2000, False),
+            ("overwrite", [("sum", "hour"), ("count", "hour")], 50, True),
+        ]
+        for name, shapes, customers, one_window in workloads:
+            run_id = new_run_id()
+            (account,) = await create_accounts(self._stack.database_url, 1, run_id)
+            setup = await provision(self._stack.base_url, [account.secret_key], shapes, 1, run_id)
+            meters = tuple((m.meter_id, m.event_name) for m in setup.accounts[0].meters)
+            workload = FoldWorkload(
+                name, account.account_id, meters, customers, plan.fold_events, one_window
+            )
+            say(f"aggregator fold rate, {name}: {plan.fold_events:,} events")
+            self.phases[f"fold_{name}"] = await measure_fold(
+                self._stack, workload, f"bench-fold-{name}-{run_id}.", plan.fold_deadline_s
+            )
+
+    async def _freshness(self) -> None:
+        plan = self._plan
+        say(f"freshness probes for {plan.freshness_s:.0f} s under background load")
+        probe_setup = await self._setup(1, [("count", None)], 1)
+        background_setup = await self._setup(
+            plan.accounts, meter_shapes(LOAD_METERS), plan.customers
+        )
+        background = self._config(
+            "v2",
+            plan.freshness_s + 1.0,
+            rate=plan.background_rate,
+            workers=1,
+            connections=8,
+        )
+        loaded, probed = await asyncio.gather(
+            run_load(background, background_setup, label="background"),
+            measure_freshness(
+                self._stack.base_url,
+                probe_setup.accounts[0],
+                probers=plan.freshness_probers,
+                duration_s=plan.freshness_s,
+                max_probes=plan.freshness_probes,
+                poll_s=plan.freshness_poll_s,
+            ),
+        )
+        self.phases["freshness"] = {**probed, "background": loaded.report}
+
+    def peak_rss(self) -> dict[str, float | None]:
+        stack = self._stack
+        postgres, processes = (
+            peak_rss_tree_kib(stack.postgres_pid) if stack.postgres_pid else (None, 0)
+        )
+        peaks: dict[str, float | None] = {
+            "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
+            "aggregator": mib(peak_rss_kib(stack.aggregator.pid)) if stack.aggregator.pid else None,
+        }
+        for name in ("fold_raw", "fold_overwrite"):
+            if name in self.phases:
+                peaks[f"aggregator ({name.replace('_', ' ')})"] = self.phases[name]["peak_rss_mib"]
+        peaks["Kafka"] = mib(peak_rss_kib(stack.kafka_pid)) if stack.kafka_pid else None
+        peaks[f"PostgreSQL ({processes} processes, summed)"] = mib(postgres)
+        return peaks
+
+
+def _single_event_record_size() -> int:
+    """Bytes of the record ingest writes for one v2 event with typical field lengths."""
+    event = AcceptedEvent(
+        "mtr_test_" + "x" * 24, "lt_00000000_0_sum_hour", "run0000-12-123456",
+        "cus_lt00000000000123", "123.45", int(time.time()),
+    )  # fmt: skip
+    record = EventsRecord("acct_" + "x" * 16, False, int(time.time() * 1000), "b" * 32, (event,))
+    return len(encode(record))
+
+
+def _fold_workload(name: str, account_id: str, meters: int, events: int) -> FoldWorkload:
+    ids = tuple((f"mtr_test_{n:024d}", f"bench_{n}") for n in range(meters))
+    return FoldWorkload(name, account_id, ids, 2000, events, one_window=False)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _notes(plan: SuitePlan) -> str:
+    return (
+        "Per-account rate limits are off during the run (METERFLOW_RATE_LIMIT_*=0), so the "
+        "max-rate rows measure the pipeline. Load phases use "
+        f"{plan.workers} generator processes x {plan.connections} keep-alive connections, "
+        f"{plan.accounts} accounts x 4 meters (2 raw, 2 pre-aggregated) x {plan.customers} "
+        "customers, with 1 % repeated identifiers, 1 % invalid events and 5 % events back-dated "
+        "up to 34 days; each is checked against the event summaries afterwards. All processes, "
+        "the generator included, share the machine's cores with other users' work (see loadavg)."
+    )
+
+
+def _write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    plot = plot_run(results, out_dir / "bench.png")
+    say(f"plot: {plot}" if plot else "no plot: matplotlib is not installed (the bench extra)")
+    (REPO / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
+    say(f"wrote {out_dir / 'results.json'} and {REPO / 'BENCHMARKS.md'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--quick", action="store_true", help="a much shorter suite, for trials")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else SuitePlan()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir: Path = args.out / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(REPO) | {"loadavg_before": load_average()}
+    started = time.time()
+    scratch = Path(tempfile.mkdtemp(prefix="meterflow-bench-"))
+    try:
+        with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
+            suite = Suite(stack, plan)
+            phases = uvloop.run(suite.run())
+            peak_rss = suite.peak_rss()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    machine["loadavg_after"] = load_average()
+    results: dict[str, Any] = {
+        "command": COMMAND,
+        "argv": " ".join([_shown(Path(sys.executable)), "-m", "loadtest.bench", *sys.argv[1:]]),
+        "machine": machine,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "duration_s": round(time.time() - started, 1),
+        "results_dir": _shown(out_dir),
+        "notes": _notes(plan) + (" Quick trial run (--quick)." if args.quick else ""),
+        "rss_note": "VmHWM from /proc/<pid>/status at the end of the run; PostgreSQL sums the "
+        "postmaster and its children, which counts shared buffers once per process.",
+        "phases": phases,
+        "peak_rss_mib": peak_rss,
+    }
+    _write_outputs(results, out_dir)
+    for row in result_rows(results):
+        print(" | ".join(row))
+    failed = [
+        name
+        for name, phase in phases.items()
+        if isinstance(phase, dict) and phase.get("verification", {}).get("ok") is False
+    ]
+    return 1 if failed else 0

@@ -1,0 +1,209 @@
+"""BENCHMARKS.md from a suite's results (pure: a dict in, markdown text out)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Row = tuple[str, str, str, str, str]
+MACHINE_HEADER = (
+    "nproc", "CPU", "RAM", "kernel", "Python", "date", "git rev", "1-min loadavg before / after",
+)  # fmt: skip
+
+
+def _n(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.0f}{unit}"
+
+
+def _pct(part: float | None, whole: float | None) -> str:
+    if not part or not whole:
+        return "n/a"
+    return f"{100 * part / whole:.1f} %"
+
+
+def _latency(load: dict[str, Any]) -> str:
+    lat = load["latency_ms"]
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"
+
+
+def _correctness(phase: dict[str, Any]) -> str:
+    v = phase.get("verification")
+    if not v:
+        return "not verified"
+    verdict = "ok" if v["ok"] else "FAILED"
+    return (
+        f"{verdict}: lost {v['lost']}, doubled {v['doubled']}, "
+        f"{v['matched']}/{v['checks']} summary checks match"
+    )
+
+
+def _load_row(
+    name: str, phase: dict[str, Any], generator_rps: float | None, kafka_rps: float | None
+) -> Row:
+    load = phase["load"]
+    rps = load["requests_per_s"]
+    ceiling = f"generator {_n(generator_rps)} req/s; Kafka {_n(kafka_rps)} records/s"
+    ratio = f"{_pct(rps, generator_rps)} of generator; {_pct(rps, kafka_rps)} of Kafka"
+    return (name, f"{_n(rps)} req/s<br>{_correctness(phase)}", _latency(load), ceiling, ratio)
+
+
+def _stream_row(
+    phase: dict[str, Any], generator_eps: float | None, kafka: dict[str, Any] | None
+) -> Row:
+    name = "v2 stream, batch 100 (max rate)"
+    if not phase.get("available"):
+        reason = phase.get("reason") or "the server answers 404"
+        return (name, f"not available ({reason})", "-", "-", "-")
+    load = phase["load"]
+    eps = load["accepted_events_per_s"]
+    kafka_eps = None
+    if kafka:
+        kafka_eps = kafka["records_per_s"] * kafka.get("events_per_record", 1)
+    result = f"{_n(eps)} events/s ({_n(load['requests_per_s'])} req/s)<br>{_correctness(phase)}"
+    ceiling = (
+        f"generator {_n(generator_eps)} events/s; "
+        f"Kafka {_n(kafka_eps)} events/s in stream-shaped records"
+    )
+    ratio = f"{_pct(eps, generator_eps)} of generator; {_pct(eps, kafka_eps)} of Kafka"
+    return (name, result, _latency(load), ceiling, ratio)
+
+
+def _fold_row(name: str, fold: dict[str, Any], copy_rps: float | None) -> Row:
+    if not fold.get("finished"):
+        result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
+    else:
+        result = (
+            f"{_n(fold['events_per_s'])} events/s from process start "
+            f"({_n(fold['events_per_s_after_first_fold'])} after the first batch); "
+            f"{fold['events']:,} events in {fold['records']:,} records"
+        )
+    check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")
+    result += "<br>rollups " + ("match" if check else "DO NOT match") + " the produced events"
+    ceiling = f"PostgreSQL COPY {_n(copy_rps)} rows/s"
+    return (name, result, "-", ceiling, _pct(fold.get("events_per_s"), copy_rps))
+
+
+def result_rows(results: dict[str, Any]) -> list[Row]:
+    phases = results["phases"]
+    generator = phases.get("noop", {}).get("load", {}).get("requests_per_s")
+    kafka_single = phases.get("kafka_ceiling_single")
+    kafka_rps = kafka_single["records_per_s"] if kafka_single else None
+    copy = phases.get("postgres_copy_ceiling")
+    copy_rps = copy["rows_per_s"] if copy else None
+    rows: list[Row] = []
+    if "noop" in phases:
+        noop = phases["noop"]["load"]
+        result = f"{_n(noop['requests_per_s'])} req/s (v2 single events)"
+        if "noop_stream" in phases:
+            stream = phases["noop_stream"]["load"]
+            result += f"; {_n(stream['events_per_s'])} events/s (stream, batch 100)"
+        rows.append(("Generator ceiling (no-op local server)", result, _latency(noop), "-", "-"))
+    for key, name in (
+        ("v2", "v2 single events (max rate)"),
+        ("v1", "v1 events, form-encoded (max rate)"),
+    ):
+        if key in phases:
+            rows.append(_load_row(name, phases[key], generator, kafka_rps))
+    if "stream" in phases:
+        generator_eps = phases.get("noop_stream", {}).get("load", {}).get("events_per_s")
+        rows.append(
+            _stream_row(phases["stream"], generator_eps, phases.get("kafka_ceiling_stream"))
+        )
+    for key, name in (
+        ("fold_raw", "Aggregator fold, raw meters"),
+        ("fold_overwrite", "Aggregator fold, hour meters, overwrite-heavy"),
+    ):
+        if key in phases:
+            rows.append(_fold_row(name, phases[key], copy_rps))
+    if "freshness" in phases:
+        fresh = phases["freshness"]
+        f = fresh["freshness_ms"]
+        background = fresh.get("background", {}).get("requests_per_s")
+        rows.append(
+            (
+                "Freshness: 200 → visible in summaries",
+                f"{fresh['probes']} probes, {fresh['timeouts']} timeouts, under "
+                f"{_n(background)} req/s of v2 background load; polled every "
+                f"{fresh['poll_interval_ms']:.0f} ms",
+                f"{f['p50']:.0f} / {f['p95']:.0f} / {f['p99']:.0f} ms (max {f['max']:.0f})",
+                "-",
+                "-",
+            )
+        )
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def _ceiling_notes(phases: dict[str, Any]) -> list[str]:
+    notes = []
+    for key, label in (
+        ("kafka_ceiling_single", "Kafka, single-event records"),
+        ("kafka_ceiling_stream", "Kafka, stream-shaped records"),
+    ):
+        if key in phases:
+            k = phases[key]
+            notes.append(
+                f"- {label}: {_n(k['records_per_s'])} records/s of {k['record_bytes']} bytes "
+                f"({k['mb_per_s']} MB/s) with acks=all; {k['tool']}."
+            )
+    if "postgres_copy_ceiling" in phases:
+        c = phases["postgres_copy_ceiling"]
+        notes.append(f"- PostgreSQL: {_n(c['rows_per_s'])} rows/s; {c['tool']}.")
+    return notes
+
+
+def benchmarks_markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    machine_rows = [
+        (
+            str(m["nproc"]),
+            str(m["cpu_model"]),
+            f"{m['ram_gib']} GiB",
+            str(m["kernel"]),
+            str(m["python"]),
+            str(m["date"]),
+            str(m["git_rev"]),
+            " / ".join(f"{x:.2f}" for x in (m["loadavg_before"][0], m["loadavg_after"][0])),
+        )
+    ]
+    rss = results.get("peak_rss_mib", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{results['command']}` (`{results['argv']}`), which starts its own stack "
+        "(PostgreSQL, Kafka, one ingest process, one aggregator) on free loopback ports, runs "
+        f"the fixed suite in {results['duration_s']:.0f} s, and keeps the raw figures in "
+        f"`{results['results_dir']}/results.json` with a plot beside it. "
+        f"{results['notes']}",
+        "",
+        "## Machine",
+        "",
+        *_table(MACHINE_HEADER, machine_rows),
+        "",
+        "## Results",
+        "",
+        *_table(
+            ("Measurement", "Result", "Latency p50 / p95 / p99", "Ceiling (same run)", "Ratio"),
+            list(result_rows(results)),
+        ),
+        "",
+        "Ceilings:",
+        "",
+        *_ceiling_notes(results["phases"]),
+        "",
+        "## Peak memory (VmHWM)",
+        "",
+        *_table(
+            tuple(rss),
+            [tuple(_n(v, " MiB") for v in rss.values())],
+        ),
+        "",
+        results.get("rss_note", ""),
+        "",
+    ]
+    return "\n".join(lines).rstrip() + "\n"

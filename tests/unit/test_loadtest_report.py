@@ -1,0 +1,135 @@
+"""Reports of the load generator and the benchmark suite's BENCHMARKS.md writer (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtest.bench.tables import benchmarks_markdown, result_rows
+from loadtest.outcomes import Tally, WorkerResult
+from loadtest.plan import (
+    DAY_S,
+    AccountPlan,
+    Bounds,
+    LoadConfig,
+    MeterPlan,
+    RunSetup,
+    customer_id,
+)
+from loadtest.report import format_load_report, load_report
+from loadtest.verify import plan_checks, summary_range
+
+SETUP = RunSetup(
+    "r1",
+    "http://127.0.0.1:9",
+    (AccountPlan("a0", "sk_test_0", (MeterPlan("ev0", "count", None, "mtr_0"),)),),
+    customers=20,
+)
+
+
+def worker(
+    outcomes: dict[str, int], requests: int, started: float, finished: float
+) -> WorkerResult:
+    tally = Tally(requests=requests, events=requests, outcomes=dict(outcomes))
+    tally.statuses["200"] = requests
+    for n in range(requests):
+        tally.latency.record(1000 + n)
+    return WorkerResult(0, tally, None, set(), [], started, finished)
+
+
+def test_load_report_adds_up_workers_and_names_problems() -> None:
+    config = LoadConfig(bounds=Bounds(duration_s=2.0), workers=2)
+    results = [
+        worker({"accepted": 90, "unresolved": 1}, 100, 10.0, 12.0),
+        worker({"accepted": 100}, 100, 10.0, 12.0),
+    ]
+    report = load_report(config, SETUP, results, [], "v2")
+    assert report["requests"] == 200
+    assert report["requests_per_s"] == 100.0
+    assert report["accepted_events_per_s"] == 95.0
+    assert report["problems"] == {"unresolved": 1}
+    assert report["latency_ms"]["max"] == 1.099
+    text = format_load_report(report)
+    assert "100 req/s" in text
+    assert "PROBLEMS: unresolved 1" in text
+
+
+def test_checks_cover_every_customer_and_sample_windows() -> None:
+    excluded = {(0, "ev0", customer_id("r1", 3))}
+    checks, skipped = plan_checks(SETUP, excluded, window_sample=5)
+    whole = [c for c in checks if c.window is None]
+    windows = [c for c in checks if c.window is not None]
+    assert skipped == 1
+    assert len(whole) == 19
+    assert len(windows) == 2 * 5
+    assert all(c.series not in excluded for c in checks)
+
+
+def test_summary_range_is_day_aligned_and_covers_35_days_back() -> None:
+    start, end = summary_range(1_717_250_000.5)
+    assert start % DAY_S == 0
+    assert end % DAY_S == 0
+    assert start <= 1_717_250_000 - 35 * DAY_S
+    assert end > 1_717_250_000
+
+
+def load(rps: float) -> dict[str, Any]:
+    return {
+        "requests_per_s": rps,
+        "accepted_events_per_s": rps,
+        "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0, "mean": 1.5},
+        "timeline": [],
+    }
+
+
+def results(stream: dict[str, Any]) -> dict[str, Any]:
+    verification = {"ok": True, "lost": 0, "doubled": 0, "matched": 8, "checks": 8}
+    return {
+        "command": "make bench",
+        "argv": ".venv/bin/python -m loadtest.bench",
+        "duration_s": 300.0,
+        "results_dir": "build/bench/x",
+        "notes": "Rate limits off.",
+        "rss_note": "VmHWM.",
+        "machine": {
+            "nproc": 2,
+            "cpu_model": "AMD EPYC",
+            "ram_gib": 23.5,
+            "kernel": "6.1",
+            "python": "3.11.7",
+            "date": "2026-11-21 02:00 UTC",
+            "git_rev": "abc1234",
+            "loadavg_before": [0.5, 0.4, 0.3],
+            "loadavg_after": [1.5, 0.9, 0.5],
+        },
+        "phases": {
+            "noop": {"load": load(40_000)},
+            "v2": {"load": load(2_000), "verification": verification},
+            "stream": stream,
+            "kafka_ceiling_single": {
+                "records_per_s": 10_000.0,
+                "record_bytes": 330,
+                "mb_per_s": 3.3,
+                "tool": "aiokafka",
+            },
+        },
+        "peak_rss_mib": {"ingest": 50.0, "Kafka": None},
+    }
+
+
+def test_markdown_states_machine_ratios_and_a_missing_stream() -> None:
+    missing = {"available": False, "reason": "stream endpoint not available: 404"}
+    text = benchmarks_markdown(results(missing))
+    assert "| 2 | AMD EPYC | 23.5 GiB | 6.1 | 3.11.7 |" in text
+    assert "0.50 / 1.50" in text
+    assert "| v2 single events (max rate) | 2,000 req/s<br>ok: lost 0, doubled 0" in text
+    assert "5.0 % of generator; 20.0 % of Kafka" in text
+    assert "not available (stream endpoint not available: 404)" in text
+    assert "| 50 MiB | n/a |" in text
+    assert text.endswith("\n")
+
+
+def test_an_available_stream_is_a_row_in_events_per_second() -> None:
+    rows = result_rows(results({"available": True, "load": load(15_000)}))
+    (stream,) = [row for row in rows if row[0].startswith("v2 stream")]
+    assert stream[1].startswith("15,000 events/s")
+    assert stream[2] == "1.0 / 2.0 / 3.0 ms"
