@@ -25,6 +25,7 @@ from tests.fixtures.ingest_server import running_ingest
 from tests.fixtures.meter_events import customer_totals, wait_until
 from tests.fixtures.meter_events_http import auth, create_meter, v2_error
 from tests.fixtures.meter_events_topic import MeterEventsReader
+from tests.fixtures.node_sdk import needs_node, run_node_script
 
 pytestmark = pytest.mark.integration
 
@@ -289,3 +290,14 @@ def _sdk_stream(key: str, base_url: str) -> None:
     )  # fmt: skip
     events: Any = [_event("cus_sdk", "10", identifier=f"sdk-{i}") for i in range(3)]
     stream_client.v2.billing.meter_event_stream.create({"events": events})
+
+
+@needs_node
+async def test_node_sdk_session_and_stream(
+    ingest_url: str, make_account: AccountFactory, aggregator: None
+) -> None:
+    account = await make_account()
+    report = await run_node_script("stream.mjs", ingest_url, account.secret_key)
+    assert report["sessionObject"] == "v2.billing.meter_event_session"
+    assert report["secretKeyError"] == {"type": "StripeAuthenticationError", "status": 401}
+    assert report["aggregatedValue"] == 100
