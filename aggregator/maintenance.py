@@ -4,6 +4,7 @@
 - ``idempotency_keys`` older than 24 hours, which ingest no longer honours;
 - ``window_survivors`` of pre-aggregation windows older than the event retention (no event can
   arrive for them any more; their minute rollups stay);
+- ``usage_changes`` older than 24 hours (consumers read the feed within seconds);
 - ``core_events`` older than 30 days (Stripe's event retention) and webhook deliveries completed
   more than 30 days ago, with their attempts;
 - ``meter_events`` day partitions whose whole day is older than the event retention, dropped
@@ -47,7 +48,7 @@ EVENT_RETENTION_MS = 30 * 24 * HOUR_MS
 
 PrunedTable = Literal[
     "event_identifiers", "idempotency_keys", "window_survivors", "core_events",
-    "webhook_deliveries",
+    "webhook_deliveries", "usage_changes",
 ]  # fmt: skip
 # Table -> the expression of a row's age in unix milliseconds.
 _AGE_COLUMN: dict[PrunedTable, str] = {
@@ -56,7 +57,9 @@ _AGE_COLUMN: dict[PrunedTable, str] = {
     "window_survivors": "window_ts * 1000",
     "core_events": "created_ms",
     "webhook_deliveries": "completed_ms",  # NULL while pending: never pruned
+    "usage_changes": "(extract(epoch FROM changed_at) * 1000)",
 }
+USAGE_CHANGE_RETENTION_MS = 24 * HOUR_MS
 
 # -- pure part ---------------------------------------------------------------------------------
 
@@ -121,6 +124,9 @@ async def run_maintenance(
         )
         report.rows_pruned["webhook_deliveries"] = await prune_rows(
             conn, "webhook_deliveries", now_ms - EVENT_RETENTION_MS, chunk_rows
+        )
+        report.rows_pruned["usage_changes"] = await prune_rows(
+            conn, "usage_changes", now_ms - USAGE_CHANGE_RETENTION_MS, chunk_rows
         )
         report.partitions_dropped = await drop_expired_partitions(
             conn, now_s=now_ms // 1000, retention_days=retention_days

@@ -22,6 +22,7 @@ from aggregator.fold import (
     window_of,
 )
 from aggregator.meter_windows import MeterWindows
+from aggregator.usage_changes import UsageChanges, UsageKey, record_usage_changes
 from aggregator.window_store import apply_overwrites, recompute_window, stored_survivors
 from meterflow.errors import MeterflowError
 from meterflow.event_records import CancelRecord
@@ -253,7 +254,8 @@ async def _fold_events(
 
 async def _apply_cancel(
     conn: Conn, cancel: CancelRecord, windows: Mapping[str, TimeWindow | None]
-) -> bool:
+) -> tuple[UsageKey, int] | None:
+    """Cancel the event; returns its (meter, customer) key and time, or None if nothing matched."""
     target = await conn.fetchrow(
         """SELECT meter_id, customer, event_ts FROM event_identifiers
            WHERE account_id = $1 AND livemode = $2 AND identifier = $3""",
@@ -262,7 +264,7 @@ async def _apply_cancel(
         cancel.identifier,
     )
     if target is None:
-        return False
+        return None
     status = await conn.execute(
         """UPDATE meter_events SET cancelled = true
            WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
@@ -275,7 +277,8 @@ async def _apply_cancel(
         target["event_ts"],
     )
     if status.endswith(" 0"):
-        return False
+        return None
+    usage_key = (cancel.account_id, cancel.livemode, target["meter_id"], target["customer"])
     window = windows.get(target["meter_id"])
     if window is not None:
         key = (
@@ -286,7 +289,7 @@ async def _apply_cancel(
             window_of(target["event_ts"], window),
         )
         await recompute_window(conn, key, window)
-        return True
+        return usage_key, target["event_ts"]
     await recompute_minute(
         conn,
         account_id=cancel.account_id,
@@ -295,7 +298,7 @@ async def _apply_cancel(
         customer=target["customer"],
         minute_ts=minute_of(target["event_ts"]),
     )
-    return True
+    return usage_key, target["event_ts"]
 
 
 def event_days(segments: Iterable[Segment]) -> set[int]:
@@ -326,16 +329,20 @@ async def apply_batch(
        event of each window replaces the window's survivor instead.
     3. For each cancel: mark the raw event cancelled and rebuild its minute (raw meters) or
        re-elect its window's survivor (pre-aggregated meters) from what still counts.
-    4. Advance the stored offsets past the batch.
+    4. Append the (meter, customer) usage this batch changed to the ``usage_changes`` feed.
+    5. Advance the stored offsets past the batch.
     All of it commits together, or none of it does.
     """
     outcome = FoldOutcome()
+    changes = UsageChanges()
     async with conn.transaction():
         await _fence(conn, group, topic, spans)
         windows = await meter_windows.resolve(conn, meter_ids(segments))
         for segment in segments:
             if segment.cancel is not None:
-                if await _apply_cancel(conn, segment.cancel, windows):
+                cancelled = await _apply_cancel(conn, segment.cancel, windows)
+                if cancelled is not None:
+                    changes.touch(*cancelled)
                     outcome.cancels_applied += 1
                 else:
                     outcome.cancels_unmatched += 1
@@ -344,6 +351,10 @@ async def apply_batch(
             outcome.events_new += len(new_rows)
             outcome.events_duplicate += len(segment.events) - len(new_rows)
             await _fold_events(conn, new_rows, windows)
+            changes.touch_all(
+                ((r.account_id, r.livemode, r.meter_id, r.customer), r.event_ts) for r in new_rows
+            )
+        await record_usage_changes(conn, changes)
         await conn.executemany(
             """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
                WHERE group_id = $1 AND topic = $2 AND partition = $3""",

@@ -111,7 +111,7 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
         assert report is not None
         assert report.rows_pruned == {
             "event_identifiers": 25, "idempotency_keys": 1, "window_survivors": 1,
-            "core_events": 1, "webhook_deliveries": 0,
+            "core_events": 1, "webhook_deliveries": 0, "usage_changes": 0,
         }  # fmt: skip
         assert await conn.fetchval("SELECT window_ts FROM window_survivors") == today
         assert await conn.fetchval("SELECT id FROM core_events") == "evt_new"
@@ -220,5 +220,6 @@ async def test_the_cli_runs_one_pass(database_url: str) -> None:
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == (
         "pruned 2 from event_identifiers, 1 from idempotency_keys, 0 from window_survivors, "
-        "0 from core_events, 0 from webhook_deliveries; dropped partitions: none"
+        "0 from core_events, 0 from webhook_deliveries, 0 from usage_changes; "
+        "dropped partitions: none"
     )

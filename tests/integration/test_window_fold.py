@@ -58,6 +58,17 @@ async def _rows(database_url: str) -> Rows:
     return [(r["meter_id"], r["minute_ts"], r["value_sum"], r["event_count"]) for r in found]
 
 
+async def _usage_changes(database_url: str) -> list[tuple[int, str, int, int]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        found = await conn.fetch(
+            "SELECT seq, meter_id, first_event_ts, last_event_ts FROM usage_changes ORDER BY seq"
+        )
+    finally:
+        await conn.close()
+    return [tuple(r) for r in found]
+
+
 def _cancel(received_ms: int, meter: str, identifier: str) -> CancelRecord:
     return CancelRecord("acct_1", False, received_ms, f"c{received_ms}", meter, meter,
                         identifier, "cus_1")  # fmt: skip
@@ -98,6 +109,9 @@ async def test_the_last_received_event_of_each_window_survives(
         ("mtr_h", HOUR + 3600, Decimal(13), 1),
     ]
 
+    seen_before_cancels = await _usage_changes(database_url)
+    assert {meter for _, meter, _, _ in seen_before_cancels} == {"mtr_d", "mtr_h", "mtr_r"}
+
     # Cancelling the survivor restores the previously received event (h2, not h3 nor h1);
     # cancelling an overwritten event changes nothing; cancelling the only event empties.
     await fold_records(database_url, kafka_bootstrap, topic, [
@@ -107,6 +121,12 @@ async def test_the_last_received_event_of_each_window_survives(
         _cancel(3003, "mtr_d", "d1"),
     ])  # fmt: skip
     after_cancels = await _rows(database_url)
+    # The usage-change feed tells downstream consumers which usage moved, and over which times.
+    cancel_changes = [c for c in await _usage_changes(database_url)
+                      if c[0] > max(seq for seq, *_ in seen_before_cancels)]  # fmt: skip
+    hour_changes = [(first, last) for _, meter, first, last in cancel_changes if meter == "mtr_h"]
+    assert min(f for f, _ in hour_changes) == HOUR + 10
+    assert max(last for _, last in hour_changes) == HOUR + 3600
     assert after_cancels == [
         ("mtr_d", HOUR, Decimal(1), 1),
         ("mtr_h", HOUR + 3000, Decimal(7), 1),
