@@ -39,7 +39,13 @@ from ingest.rate_limits import AccountLimiter
 from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
 from ingest.summaries_api import SummariesApi
 from ingest.webhook_endpoints_api import WebhookEndpointsApi
-from meterflow.errors import ApiError, AuthenticationFailed, PayloadTooLarge, ServiceUnavailable
+from meterflow.errors import (
+    ApiError,
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from meterflow.ids import object_id
 from meterflow.settings import Settings
 from meterflow.topics import meter_events_rejected_topic, meter_events_topic
@@ -299,7 +305,8 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            # The client hung up before the body was complete: what arrived is not the request.
+            raise InvalidRequest("The client disconnected before the request body was complete.")
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
