@@ -49,7 +49,8 @@ def _history(
             expected[event[1]][0] += Decimal(event[2])
             expected[event[1]][1] += 1
             events.append(event)
-        out.append(events_record(1_000_000 + n, f"b{n}", events))
+        # Real receipt times: the retention pass prunes identifiers received over 48 h ago.
+        out.append(events_record(NOW * 1000 + n, f"b{n}", events))
     return out, {c: (Decimal(s), int(k)) for c, (s, k) in expected.items()}
 
 
