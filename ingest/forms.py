@@ -8,6 +8,7 @@ than guessed at, so a request means exactly one thing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,29 +18,42 @@ from meterflow.errors import InvalidRequest
 
 MAX_FIELDS = 1000
 MAX_DEPTH = 5
+# A list index as a client writes it: ASCII digits without leading zeros, at most MAX_FIELDS.
+_INDEX = re.compile(r"0|[1-9][0-9]{0,3}")
 
 
 def _split_key(key: str) -> list[str]:
     """``a[b][0]`` -> ``["a", "b", "0"]``; ``a[]`` -> ``["a", ""]``."""
     head, bracket, rest = key.partition("[")
-    if not head:
-        raise InvalidRequest(f"Invalid parameter name: {key!r}.", code="parameter_unknown")
+    if not head or "]" in head:
+        raise InvalidRequest(
+            f"Invalid parameter name: {_excerpt(key)!r}.", code="parameter_unknown"
+        )
+    if key.count("[") > MAX_DEPTH:
+        # Counted before parsing: a megabyte of brackets must not cost a loop per bracket.
+        raise InvalidRequest(
+            f"Parameter {_excerpt(key)!r} is nested too deeply.", param=_excerpt(head, 200)
+        )
     parts = [head]
     if not bracket:
         return parts
     rest = "[" + rest
     while rest:
-        if not rest.startswith("[") or "]" not in rest:
-            raise InvalidRequest(f"Invalid parameter name: {key!r}.", code="parameter_unknown")
-        inner, _, rest = rest[1:].partition("]")
+        inner, closed, rest = rest[1:].partition("]")
+        if not closed or "[" in inner or (rest and not rest.startswith("[")):
+            raise InvalidRequest(
+                f"Invalid parameter name: {_excerpt(key)!r}.", code="parameter_unknown"
+            )
         parts.append(inner)
-    if len(parts) > MAX_DEPTH + 1:
-        raise InvalidRequest(f"Parameter {key!r} is nested too deeply.", param=head)
     return parts
 
 
+def _excerpt(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _display(path: list[str]) -> str:
-    return path[0] + "".join(f"[{p}]" for p in path[1:])
+    return _excerpt(path[0] + "".join(f"[{p}]" for p in path[1:]), 200)
 
 
 def _insert(tree: dict[str, Any], path: list[str], value: str) -> None:
@@ -67,7 +81,9 @@ def _insert(tree: dict[str, Any], path: list[str], value: str) -> None:
         node = child
     last = path[-1]
     if last == "":
-        raise InvalidRequest(f"Invalid parameter name: {_display(path)!r}.", param=path[0])
+        raise InvalidRequest(
+            f"Invalid parameter name: {_display(path)!r}.", param=_excerpt(path[0], 200)
+        )
     if last in node:
         raise InvalidRequest(
             f"Parameter {_display(path)!r} is given more than once.", param=_display(path)
@@ -82,12 +98,12 @@ def _listify(node: Any, path: str) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {k: _listify(v, f"{path}[{k}]" if path else k) for k, v in node.items()}
-    if path and converted and all(k.isdigit() for k in converted):
+    if path and converted and all(_INDEX.fullmatch(k) for k in converted):
         indexes = sorted(int(k) for k in converted)
         if indexes != list(range(len(indexes))):
             raise InvalidRequest(
-                f"Array parameter {path!r} must use consecutive indexes starting at 0.",
-                param=path,
+                f"Array parameter {_excerpt(path)!r} must use consecutive indexes starting at 0.",
+                param=_excerpt(path, 200),
             )
         return [converted[str(i)] for i in indexes]
     return converted
@@ -109,8 +125,14 @@ def decode_urlencoded(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         text = raw.decode("utf-8")
+        # errors="strict": a percent-encoded byte sequence that is not UTF-8 is refused, not
+        # turned into U+FFFD and accepted as some other identifier or customer.
         pairs = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FIELDS,
+            errors="strict",
         )
     except UnicodeDecodeError as exc:
         raise InvalidRequest("The request parameters are not valid UTF-8.") from exc

@@ -74,16 +74,17 @@ def parse_meter_event_v2(params: Params) -> MeterEventRequest:
 
 
 def _event_fields(params: Params) -> tuple[str, dict[str, str], str | None]:
-    event_name = params.required_string("event_name", max_length=MAX_EVENT_NAME)
+    event_name = params.required_string("event_name", max_length=MAX_EVENT_NAME, printable=True)
     payload = params.string_map(
         "payload",
         required=True,
         max_keys=MAX_PAYLOAD_KEYS,
         max_key_length=MAX_PAYLOAD_KEY_LENGTH,
         max_value_length=MAX_PAYLOAD_VALUE_LENGTH,
+        printable=True,
     )
     assert payload is not None  # noqa: S101 - required=True
-    identifier = params.string("identifier", max_length=MAX_IDENTIFIER)
+    identifier = params.string("identifier", max_length=MAX_IDENTIFIER, printable=True)
     return event_name, payload, identifier
 
 
@@ -136,11 +137,11 @@ def duplicate_event(identifier: str) -> InvalidRequest:
 
 def parse_cancel(params: Params, *, expandable: bool) -> CancelRequest:
     """Adjustment parameters, v1 and v2: ``event_name``, ``type=cancel``, ``cancel[identifier]``."""
-    event_name = params.required_string("event_name", max_length=MAX_EVENT_NAME)
+    event_name = params.required_string("event_name", max_length=MAX_EVENT_NAME, printable=True)
     params.choice("type", ADJUSTMENT_TYPES, required=True)
     cancel = params.object("cancel", required=True)
     assert cancel is not None  # noqa: S101 - required=True
-    identifier = cancel.required_string("identifier", max_length=MAX_IDENTIFIER)
+    identifier = cancel.required_string("identifier", max_length=MAX_IDENTIFIER, printable=True)
     if expandable:
         params.no_expansion()
     params.finish()

@@ -6,14 +6,51 @@ rejects whatever is left, naming the first unknown parameter as Stripe does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from meterflow.errors import InvalidRequest
 
+# Integers as clients write them: ASCII digits, an optional minus, no spaces, no other signs.
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# C0 controls, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
 
 def missing_param(name: str) -> InvalidRequest:
     return InvalidRequest(f"Missing required param: {name}.", code="parameter_missing", param=name)
+
+
+def _excerpt(value: object) -> str:
+    """A rejected value as an error message may show it: bounded, containers by kind."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _control_character(value: str, *, printable: bool) -> str | None:
+    """The first character ``value`` may not hold, as ``U+XXXX``, or None.
+
+    PostgreSQL text cannot hold NUL, so no string may carry one; identifiers and payloads
+    (``printable``) take no control character at all.
+    """
+    if printable:
+        found = _CONTROL.search(value)
+        return None if found is None else f"U+{ord(found.group()):04X}"
+    return "U+0000" if "\x00" in value else None
+
+
+def _control_character_error(name: str, what: str, found: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid {what}: must not contain control characters (found {found}).",
+        code="parameter_invalid",
+        param=name,
+    )
 
 
 class Params:
@@ -36,8 +73,14 @@ class Params:
         return self._values.get(key)
 
     def string(
-        self, key: str, *, required: bool = False, max_length: int | None = None
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        max_length: int | None = None,
+        printable: bool = False,
     ) -> str | None:
+        """A string parameter; ``printable`` also refuses control characters (NUL always)."""
         value = self._take(key)
         name = self.name(key)
         if value is None:
@@ -68,10 +111,14 @@ class Params:
                 code="string_too_long",
                 param=name,
             )
+        if (found := _control_character(value, printable=printable)) is not None:
+            raise _control_character_error(name, name, found)
         return value
 
-    def required_string(self, key: str, *, max_length: int | None = None) -> str:
-        value = self.string(key, required=True, max_length=max_length)
+    def required_string(
+        self, key: str, *, max_length: int | None = None, printable: bool = False
+    ) -> str:
+        value = self.string(key, required=True, max_length=max_length, printable=printable)
         assert value is not None  # noqa: S101 - guaranteed by required=True
         return value
 
@@ -92,18 +139,19 @@ class Params:
         name = self.name(key)
         if value is None:
             return None
-        number: int
-        if isinstance(value, bool):
-            raise InvalidRequest(
-                f"Invalid integer: {value}", code="parameter_invalid_integer", param=name
-            )
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        elif isinstance(value, str) and _INTEGER.fullmatch(value):
             number = int(value)
         else:
             raise InvalidRequest(
-                f"Invalid integer: {value}", code="parameter_invalid_integer", param=name
+                f"Invalid integer: {_excerpt(value)}", code="parameter_invalid_integer", param=name
+            )
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise InvalidRequest(
+                f"Invalid {name}: {_excerpt(value)} is out of range.",
+                code="parameter_invalid_integer",
+                param=name,
             )
         if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             raise InvalidRequest(
@@ -136,6 +184,7 @@ class Params:
         max_keys: int,
         max_key_length: int,
         max_value_length: int,
+        printable: bool = False,
     ) -> dict[str, str] | None:
         """A map of string to string, such as a meter event's ``payload``."""
         value = self._take(key)
@@ -170,6 +219,8 @@ class Params:
                     code="string_too_long",
                     param=name,
                 )
+            if (found := _control_character(k, printable=printable)) is not None:
+                raise _control_character_error(name, f"{name} key", found)
             if not isinstance(v, str):
                 raise InvalidRequest(
                     f"Invalid {entry}: must be a string.", code="parameter_invalid", param=entry
@@ -180,6 +231,8 @@ class Params:
                     code="string_too_long",
                     param=entry,
                 )
+            if (found := _control_character(v, printable=printable)) is not None:
+                raise _control_character_error(entry, entry, found)
             result[k] = v
         return result
 

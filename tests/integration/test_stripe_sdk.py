@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import stripe
 
 from tests.conftest import AccountFactory
+from tests.fixtures.node_sdk import needs_node, run_node_script
 
 pytestmark = pytest.mark.integration
-
-NODE_DIR = Path(__file__).resolve().parents[1] / "sdk" / "node"
 
 
 async def test_python_sdk_meter_lifecycle(ingest_url: str, make_account: AccountFactory) -> None:
@@ -100,21 +94,10 @@ def _python_sdk_calls(key: str, base_url: str) -> dict[str, object]:
     return report
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+@needs_node
 async def test_node_sdk_meter_lifecycle(ingest_url: str, make_account: AccountFactory) -> None:
-    if not (NODE_DIR / "node_modules" / "stripe").is_dir():
-        pytest.fail("run `npm ci --prefix tests/sdk/node` first (the test command does)")
     key = (await make_account()).secret_key
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(NODE_DIR / "meters.mjs"),
-        env={**os.environ, "METERFLOW_URL": ingest_url, "METERFLOW_KEY": key},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, stderr.decode()
-    report = json.loads(stdout)
+    report = await run_node_script("meters.mjs", ingest_url, key)
     assert report["createdObject"] == "billing.meter"
     assert report["retrievedDisplayName"] == "Renamed tokens"
     assert report["listedIds"] == [report["secondId"], report["firstId"]]
