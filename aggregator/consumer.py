@@ -149,7 +149,10 @@ class RollupConsumer:
         for tp in assigned:
             stored = offsets.get(tp.partition)
             if stored is None:
-                await self._consumer.seek_to_beginning(tp)
+                # Not seek_to_beginning: it awaits the group coordinator, which a rebalance
+                # callback cannot wait for while the broker is away. Offset 0 past retention is
+                # handled by auto_offset_reset="earliest".
+                self._consumer.seek(tp, 0)
                 self._lag.positions.pop(tp.partition, None)
             else:
                 self._consumer.seek(tp, stored)

@@ -12,6 +12,7 @@ becomes a :class:`~meterflow.rejected_records.Rejection` with Stripe's asynchron
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from meterflow.event_rules import (
 from meterflow.rejected_records import Rejection
 
 MAX_STREAM_EVENTS = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EVENT_FIELDS = frozenset(("event_name", "payload", "identifier", "timestamp"))
 
 
@@ -59,6 +61,8 @@ def _string(event: dict[str, Any], field: str, where: str, max_length: int) -> s
         raise _bad(f"{where}.{field} must be a string.", f"{where}.{field}")
     if len(value) > max_length:
         raise _bad(f"{where}.{field} is longer than {max_length} characters.", f"{where}.{field}")
+    if _CONTROL.search(value):
+        raise _bad(f"{where}.{field} contains control characters.", f"{where}.{field}")
     return value
 
 
@@ -72,6 +76,8 @@ def _payload(event: dict[str, Any], where: str) -> dict[str, str]:
     for key, value in payload.items():
         if not isinstance(value, str):
             raise _bad(f"{where}.payload.{key[:40]} must be a string.", f"{where}.payload")
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            raise _bad(f"{where}.payload contains control characters.", f"{where}.payload")
         if len(key) > MAX_PAYLOAD_KEY_LENGTH or len(value) > MAX_PAYLOAD_VALUE_LENGTH:
             raise _bad(
                 f"{where}.payload keys are limited to {MAX_PAYLOAD_KEY_LENGTH} characters and "

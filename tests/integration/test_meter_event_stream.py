@@ -162,6 +162,8 @@ async def test_invalid_events_are_accepted_then_reported_with_their_codes(
         ({"events": [{**_event("c"), "timestamp": "yesterday"}]}, "events[0].timestamp"),
         ({"events": [{**_event("c"), "colour": "red"}]}, "events[0].colour"),
         ({"events": [_event("c")], "extra": 1}, "extra"),
+        ({"events": [{**_event("c"), "identifier": "a\x00b"}]}, "events[0].identifier"),
+        ({"events": [_event("c\nd")]}, "events[0].payload"),
     ],
 )  # fmt: skip
 async def test_structural_problems_refuse_the_whole_request(
