@@ -20,36 +20,13 @@ from aggregator.error_reports import (
     WindowCode,
     group_reports,
 )
-from aggregator.rollup_store import OffsetFenced, PartitionSpan
+from aggregator.rollup_store import PartitionSpan, fence_offsets
 from meterflow.pg import Conn
 
 # Fixed key for the advisory lock: b"mflwerrp" read as a signed 64-bit integer.
 ERROR_REPORT_LOCK = int.from_bytes(b"mflwerrp", "big", signed=True)
 
 EventMaker = Callable[[ErrorReport], CoreEvent]
-
-
-async def _fence(conn: Conn, group: str, topic: str, spans: Sequence[PartitionSpan]) -> None:
-    """Lock this batch's offset rows and check each partition continues where it left off."""
-    await conn.executemany(
-        """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-        [(group, topic, s.partition, s.first_offset) for s in spans],
-    )
-    rows = await conn.fetch(
-        """SELECT partition, next_offset FROM consumer_offsets
-           WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[]) FOR UPDATE""",
-        group,
-        topic,
-        [s.partition for s in spans],
-    )
-    stored = {r["partition"]: r["next_offset"] for r in rows}
-    for span in spans:
-        if stored[span.partition] != span.first_offset:
-            raise OffsetFenced(
-                f"partition {span.partition}: stored offset {stored[span.partition]}, "
-                f"batch starts at {span.first_offset}"
-            )
 
 
 async def apply_tallies(
@@ -72,7 +49,7 @@ async def apply_tallies(
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERROR_REPORT_LOCK)
-        await _fence(conn, group, topic, spans)
+        await fence_offsets(conn, group, topic, spans)
         if tallies:
             await conn.executemany(
                 f"""INSERT INTO error_report_windows AS w

@@ -96,7 +96,7 @@ async def ensure_event_partitions(conn: Conn, days: Iterable[int]) -> None:
             )
 
 
-async def _fence(conn: Conn, group: str, topic: str, spans: Sequence[PartitionSpan]) -> None:
+async def fence_offsets(conn: Conn, group: str, topic: str, spans: Sequence[PartitionSpan]) -> None:
     """Lock this batch's offset rows and check each partition continues where it left off."""
     await conn.executemany(
         """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
@@ -336,7 +336,7 @@ async def apply_batch(
     outcome = FoldOutcome()
     changes = UsageChanges()
     async with conn.transaction():
-        await _fence(conn, group, topic, spans)
+        await fence_offsets(conn, group, topic, spans)
         windows = await meter_windows.resolve(conn, meter_ids(segments))
         for segment in segments:
             if segment.cancel is not None:
