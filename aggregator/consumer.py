@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -29,15 +27,23 @@ from aggregator.rollup_store import (
     ensure_event_partitions,
     event_days,
     spans_of,
-    stored_offsets,
+)
+from aggregator.stored_offsets import (
+    DATABASE_ERRORS,
+    POLL_TIMEOUT_MS,
+    Batch,
+    SeekOnAssign,
+    batch_offsets,
+    commit_advisory,
+    folding_consumer,
+    reseek_until_done,
+    seek_to_stored,
 )
 from meterflow.event_records import MeterEventsRecord, RecordDecodeError, decode
 from meterflow.settings import Settings
 from meterflow.topics import meter_events_topic
 
 log = logging.getLogger("meterflow.aggregator")
-
-_POLL_TIMEOUT_MS = 100
 
 
 class FoldMetrics:
@@ -64,6 +70,11 @@ class FoldMetrics:
             "meterflow_fold_batch_seconds",
             "Time to fold one batch into PostgreSQL, transaction included.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.failures = Counter(
+            "meterflow_fold_failures_total",
+            "Batches that failed on a database error and were read again.",
             registry=registry,
         )
         self.fenced = Counter(
@@ -102,17 +113,6 @@ class LagCollector(Collector):
         yield family
 
 
-class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: RollupConsumer) -> None:
-        self._owner = owner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._owner.seek_to_stored(assigned)
-
-
 class RollupConsumer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
         if not settings.kafka_bootstrap_servers:
@@ -127,43 +127,18 @@ class RollupConsumer:
         self._known_days: set[int] = set()
         self._meter_windows = MeterWindows()
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=self._group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=_POLL_TIMEOUT_MS,
-            max_poll_interval_ms=300_000,
-            # How long a crashed member keeps its partitions before the group reassigns them.
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
-        )
+        self._consumer = folding_consumer(settings, self._group)
         self._lag.consumer = self._consumer
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        async with self._pool.acquire() as conn:
-            offsets = await stored_offsets(
-                conn, self._group, self._topic, [tp.partition for tp in assigned]
-            )
-        for tp in assigned:
-            stored = offsets.get(tp.partition)
-            if stored is None:
-                # Not seek_to_beginning: it awaits the group coordinator, which a rebalance
-                # callback cannot wait for while the broker is away. Offset 0 past retention is
-                # handled by auto_offset_reset="earliest".
-                self._consumer.seek(tp, 0)
-                self._lag.positions.pop(tp.partition, None)
-            else:
-                self._consumer.seek(tp, stored)
-                self._lag.positions[tp.partition] = stored
-        log.info(
-            "partitions assigned: %s", {tp.partition: offsets.get(tp.partition) for tp in assigned}
+        positions = await seek_to_stored(
+            self._consumer, self._pool, self._group, self._topic, assigned
         )
+        self._lag.positions.update(positions)
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_SeekToStoredOffsets(self))
+        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -175,7 +150,7 @@ class RollupConsumer:
         """Fold until asked to stop; each batch commits fully or not at all."""
         while not self._stopping.is_set():
             batch = await self._consumer.getmany(
-                timeout_ms=_POLL_TIMEOUT_MS, max_records=self._settings.fold_batch_max
+                timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.fold_batch_max
             )
             if not batch:
                 continue
@@ -184,14 +159,20 @@ class RollupConsumer:
             except OffsetFenced as exc:
                 self.metrics.fenced.inc()
                 log.warning("batch rolled back, re-seeking: %s", exc)
-                await self.seek_to_stored(list(self._consumer.assignment()))
+            except DATABASE_ERRORS:
+                self.metrics.failures.inc()
+                log.exception("folding a batch failed; reading it again")
+            else:
+                continue
+            await reseek_until_done(
+                lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
+            )
 
-    async def _fold(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _fold(self, batch: Batch) -> None:
         started = time.perf_counter()
         records: list[MeterEventsRecord] = []
-        offsets: dict[int, tuple[int, int]] = {}
+        offsets = batch_offsets(batch)
         for tp, messages in batch.items():
-            offsets[tp.partition] = (messages[0].offset, messages[-1].offset)
             for message in messages:
                 try:
                     records.append(decode(message.value))
@@ -217,9 +198,4 @@ class RollupConsumer:
             self._lag.positions[partition] = last + 1
         self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        try:
-            # Advisory only: lets standard Kafka tooling show this group's lag.
-            await self._consumer.commit({TopicPartition(self._topic, p): last + 1
-                                         for p, (_, last) in offsets.items()})  # fmt: skip
-        except KafkaError as exc:
-            log.warning("advisory Kafka commit failed: %s", exc)
+        await commit_advisory(self._consumer, self._topic, offsets)

@@ -11,14 +11,23 @@ import asyncio
 import logging
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from aggregator.error_report_store import apply_tallies
 from aggregator.error_reports import tally_rejections
-from aggregator.rollup_store import OffsetFenced, spans_of, stored_offsets
+from aggregator.rollup_store import OffsetFenced, spans_of
+from aggregator.stored_offsets import (
+    DATABASE_ERRORS,
+    POLL_TIMEOUT_MS,
+    Batch,
+    SeekOnAssign,
+    batch_offsets,
+    commit_advisory,
+    folding_consumer,
+    reseek_until_done,
+    seek_to_stored,
+)
 from meterflow.errors import ConfigurationError
 from meterflow.event_records import RecordDecodeError
 from meterflow.rejected_records import RejectedRecord, decode_rejected
@@ -27,9 +36,7 @@ from meterflow.topics import meter_events_rejected_topic
 
 log = logging.getLogger("meterflow.aggregator.error_reports")
 
-_POLL_TIMEOUT_MS = 100
 _BATCH_MAX = 1000
-_RETRY_PAUSE_S = 1.0
 
 
 def error_report_group(settings: Settings) -> str:
@@ -62,17 +69,6 @@ class ErrorReportMetrics:
         )
 
 
-class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: ErrorReportConsumer) -> None:
-        self._owner = owner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        log.info("rejected-events partitions revoked: %s", sorted(tp.partition for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._owner.seek_to_stored(assigned)
-
-
 class ErrorReportConsumer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
         if not settings.kafka_bootstrap_servers:
@@ -85,37 +81,14 @@ class ErrorReportConsumer:
         self._window_ms = int(settings.error_report_window_s * 1000)
         self.metrics = ErrorReportMetrics(registry)
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=self._group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=_POLL_TIMEOUT_MS,
-            max_poll_interval_ms=300_000,
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
-        )
+        self._consumer = folding_consumer(settings, self._group)
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        async with self._pool.acquire() as conn:
-            offsets = await stored_offsets(
-                conn, self._group, self._topic, [tp.partition for tp in assigned]
-            )
-        for tp in assigned:
-            stored = offsets.get(tp.partition)
-            if stored is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, stored)
-        log.info(
-            "rejected-events partitions assigned: %s",
-            {tp.partition: offsets.get(tp.partition) for tp in assigned},
-        )
+        await seek_to_stored(self._consumer, self._pool, self._group, self._topic, assigned)
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_SeekToStoredOffsets(self))
+        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -126,9 +99,7 @@ class ErrorReportConsumer:
     async def run(self) -> None:
         """Fold until asked to stop; each batch commits fully or not at all."""
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=_POLL_TIMEOUT_MS, max_records=_BATCH_MAX
-            )
+            batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=_BATCH_MAX)
             if not batch:
                 continue
             try:
@@ -137,27 +108,20 @@ class ErrorReportConsumer:
                 self.metrics.fenced.inc()
                 log.warning("rejection batch rolled back, re-seeking: %s", exc)
                 await self._reseek()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except DATABASE_ERRORS:
                 self.metrics.failures.inc()
                 log.exception("folding rejections failed; reading them again")
                 await self._reseek()
 
     async def _reseek(self) -> None:
-        """Go back to the stored offsets, waiting out a database that does not answer."""
-        while not self._stopping.is_set():
-            try:
-                await self.seek_to_stored(list(self._consumer.assignment()))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                log.exception("cannot read the stored offsets; retrying")
-                await asyncio.sleep(_RETRY_PAUSE_S)
-            else:
-                return
+        await reseek_until_done(
+            lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
+        )
 
-    async def _fold(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _fold(self, batch: Batch) -> None:
         records: list[RejectedRecord] = []
-        offsets: dict[int, tuple[int, int]] = {}
+        offsets = batch_offsets(batch)
         for tp, messages in batch.items():
-            offsets[tp.partition] = (messages[0].offset, messages[-1].offset)
             for message in messages:
                 try:
                     records.append(decode_rejected(message.value))
@@ -179,10 +143,4 @@ class ErrorReportConsumer:
             codes[key.code] = codes.get(key.code, 0) + tally.error_count
         for code, count in codes.items():
             self.metrics.rejections.labels(code).inc(count)
-        try:
-            # Advisory only: lets standard Kafka tooling show this group's lag.
-            await self._consumer.commit(
-                {TopicPartition(self._topic, p): last + 1 for p, (_, last) in offsets.items()}
-            )
-        except KafkaError as exc:
-            log.warning("advisory Kafka commit failed: %s", exc)
+        await commit_advisory(self._consumer, self._topic, offsets)
