@@ -8,6 +8,7 @@ from typing import Any, Literal
 import asyncpg
 
 from ingest.auth import Principal
+from ingest.list_pages import PageRequest, fetch_page
 from meterflow.ids import object_id
 
 Formula = Literal["sum", "count", "last"]
@@ -156,42 +157,14 @@ class MeterStore:
         return None if row is None else _meter(row)
 
     async def page(
-        self,
-        who: Principal,
-        *,
-        limit: int,
-        status: Status | None,
-        starting_after: str | None,
-        ending_before: str | None,
+        self, who: Principal, page: PageRequest, *, status: Status | None
     ) -> tuple[list[Meter], bool] | None:
-        """Newest first: up to ``limit`` meters, and whether more follow (None: unknown cursor)."""
-        cursor_id = starting_after or ending_before
-        cursor_seq: int | None = None
-        if cursor_id is not None:
-            cursor_seq = await self._pool.fetchval(
-                "SELECT seq FROM meters WHERE id = $1 AND account_id = $2 AND livemode = $3",
-                cursor_id,
-                who.account_id,
-                who.livemode,
-            )
-            if cursor_seq is None:
-                return None
-        backwards = ending_before is not None
-        args: list[object] = [who.account_id, who.livemode, limit + 1]
-        conditions = ""
-        if cursor_seq is not None:
-            args.append(cursor_seq)
-            conditions += f" AND seq {'>' if backwards else '<'} ${len(args)}"
-        if status is not None:
-            args.append(status)
-            conditions += f" AND status = ${len(args)}"
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM meters
-                WHERE account_id = $1 AND livemode = $2{conditions}
-                ORDER BY seq {"ASC" if backwards else "DESC"} LIMIT $3""",
-            *args,
-        )
-        meters = [_meter(r) for r in rows[:limit]]
-        if backwards:
-            meters.reverse()
-        return meters, len(rows) > limit
+        """Newest first: a page of meters, and whether more follow (None: unknown cursor)."""
+        found = await fetch_page(
+            self._pool, who, page, table="meters", columns=_COLUMNS,
+            filters={"status": status} if status is not None else None,
+        )  # fmt: skip
+        if found is None:
+            return None
+        rows, has_more = found
+        return [_meter(r) for r in rows], has_more

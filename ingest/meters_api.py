@@ -8,6 +8,7 @@ from typing import cast
 
 from ingest.auth import Principal
 from ingest.http import Request, Response, json_response
+from ingest.list_pages import page_request
 from ingest.meter_store import EventNameTaken, Formula, Meter, MeterStore, NewMeter, TimeWindow
 from ingest.params import Params
 from ingest.routing import Route
@@ -157,30 +158,19 @@ class MetersApi:
 
     async def list(self, request: Request, who: Principal) -> Response:
         params = Params(request.params())
-        limit = params.integer("limit", minimum=1, maximum=100) or 10
+        request_page = page_request(params)
         status = params.choice("status", ("active", "inactive"))
-        starting_after = params.string("starting_after", max_length=255)
-        ending_before = params.string("ending_before", max_length=255)
         params.no_expansion()
         params.finish()
-        if starting_after and ending_before:
-            raise InvalidRequest(
-                "You may only specify one of these parameters: ending_before, starting_after.",
-                code="parameters_exclusive",
-                param="ending_before",
-            )
         page = await self._store.page(
             who,
-            limit=limit,
+            request_page,
             status="active" if status == "active" else "inactive" if status else None,
-            starting_after=starting_after,
-            ending_before=ending_before,
         )
         if page is None:
-            cursor = "starting_after" if starting_after else "ending_before"
-            raise ResourceMissing(
-                f"No such billing.meter: '{starting_after or ending_before}'", param=cursor
-            )
+            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
+            param, cursor_id = request_page.cursor
+            raise ResourceMissing(f"No such billing.meter: '{cursor_id}'", param=param)
         meters, has_more = page
         return json_response(
             {

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from ingest.auth import Principal
+from ingest.list_pages import PageRequest, fetch_page
 from meterflow.apikeys import random_token
 from meterflow.ids import object_id
 
@@ -150,37 +151,14 @@ class WebhookEndpointStore:
         return status.endswith(" 1")
 
     async def page(
-        self, who: Principal, *, limit: int, starting_after: str | None, ending_before: str | None
+        self, who: Principal, page: PageRequest
     ) -> tuple[list[WebhookEndpoint], bool] | None:
-        """Newest first: up to ``limit`` endpoints and whether more follow (None: bad cursor)."""
-        cursor_id = starting_after or ending_before
-        cursor_seq: int | None = None
-        if cursor_id is not None:
-            cursor_seq = await self._pool.fetchval(
-                """SELECT seq FROM webhook_endpoints
-                   WHERE id = $1 AND account_id = $2 AND livemode = $3""",
-                cursor_id,
-                who.account_id,
-                who.livemode,
-            )
-            if cursor_seq is None:
-                return None
-        backwards = ending_before is not None
-        args: list[object] = [who.account_id, who.livemode, limit + 1]
-        condition = ""
-        if cursor_seq is not None:
-            args.append(cursor_seq)
-            condition = f" AND seq {'>' if backwards else '<'} $4"
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM webhook_endpoints
-                WHERE account_id = $1 AND livemode = $2{condition}
-                ORDER BY seq {"ASC" if backwards else "DESC"} LIMIT $3""",
-            *args,
-        )
-        endpoints = [_endpoint(r) for r in rows[:limit]]
-        if backwards:
-            endpoints.reverse()
-        return endpoints, len(rows) > limit
+        """Newest first: a page of endpoints and whether more follow (None: bad cursor)."""
+        found = await fetch_page(self._pool, who, page, table="webhook_endpoints", columns=_COLUMNS)
+        if found is None:
+            return None
+        rows, has_more = found
+        return [_endpoint(r) for r in rows], has_more
 
     async def deliveries(
         self, endpoint_id: str, *, limit: int, after_id: int | None, before_id: int | None

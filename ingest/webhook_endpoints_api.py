@@ -16,6 +16,7 @@ import asyncpg
 
 from ingest.auth import Principal
 from ingest.http import Request, Response, json_response
+from ingest.list_pages import page_request
 from ingest.params import Params
 from ingest.routing import Route
 from ingest.webhook_endpoint_store import (
@@ -195,19 +196,6 @@ def _delivery_cursor(params: Params, key: str) -> int | None:
     return int(number)
 
 
-def _list_cursors(params: Params) -> tuple[int, str | None, str | None]:
-    limit = params.integer("limit", minimum=1, maximum=100) or 10
-    starting_after = params.string("starting_after", max_length=255)
-    ending_before = params.string("ending_before", max_length=255)
-    if starting_after and ending_before:
-        raise InvalidRequest(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            code="parameters_exclusive",
-            param="ending_before",
-        )
-    return limit, starting_after, ending_before
-
-
 class WebhookEndpointsApi:
     def __init__(self, pool: asyncpg.Pool, clock: Callable[[], float] = time.time) -> None:
         self._store = WebhookEndpointStore(pool)
@@ -251,17 +239,14 @@ class WebhookEndpointsApi:
 
     async def list(self, request: Request, who: Principal) -> Response:
         params = Params(request.params())
-        limit, starting_after, ending_before = _list_cursors(params)
+        request_page = page_request(params)
         params.no_expansion()
         params.finish()
-        page = await self._store.page(
-            who, limit=limit, starting_after=starting_after, ending_before=ending_before
-        )
+        page = await self._store.page(who, request_page)
         if page is None:
-            cursor = "starting_after" if starting_after else "ending_before"
-            raise ResourceMissing(
-                f"No such webhook endpoint: '{starting_after or ending_before}'", param=cursor
-            )
+            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
+            param, cursor_id = request_page.cursor
+            raise ResourceMissing(f"No such webhook endpoint: '{cursor_id}'", param=param)
         endpoints, has_more = page
         return json_response(
             {
