@@ -33,7 +33,7 @@ def _excerpt(value: object) -> str:
     return text if len(text) <= 40 else text[:40] + "..."
 
 
-def _control_character(value: str, *, printable: bool) -> str | None:
+def control_character(value: str, *, printable: bool) -> str | None:
     """The first character ``value`` may not hold, as ``U+XXXX``, or None.
 
     PostgreSQL text cannot hold NUL, so no string may carry one; identifiers and payloads
@@ -111,7 +111,7 @@ class Params:
                 code="string_too_long",
                 param=name,
             )
-        if (found := _control_character(value, printable=printable)) is not None:
+        if (found := control_character(value, printable=printable)) is not None:
             raise _control_character_error(name, name, found)
         return value
 
@@ -219,7 +219,7 @@ class Params:
                     code="string_too_long",
                     param=name,
                 )
-            if (found := _control_character(k, printable=printable)) is not None:
+            if (found := control_character(k, printable=printable)) is not None:
                 raise _control_character_error(name, f"{name} key", found)
             if not isinstance(v, str):
                 raise InvalidRequest(
@@ -231,7 +231,7 @@ class Params:
                     code="string_too_long",
                     param=entry,
                 )
-            if (found := _control_character(v, printable=printable)) is not None:
+            if (found := control_character(v, printable=printable)) is not None:
                 raise _control_character_error(entry, entry, found)
             result[k] = v
         return result

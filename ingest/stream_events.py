@@ -12,12 +12,12 @@ becomes a :class:`~meterflow.rejected_records.Rejection` with Stripe's asynchron
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.meter_store import Meter
+from ingest.params import control_character
 from meterflow.errors import InvalidRequest
 from meterflow.event_records import AcceptedEvent
 from meterflow.event_rules import (
@@ -35,7 +35,6 @@ from meterflow.event_rules import (
 from meterflow.rejected_records import Rejection
 
 MAX_STREAM_EVENTS = 100
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EVENT_FIELDS = frozenset(("event_name", "payload", "identifier", "timestamp"))
 
 
@@ -61,8 +60,8 @@ def _string(event: dict[str, Any], field: str, where: str, max_length: int) -> s
         raise _bad(f"{where}.{field} must be a string.", f"{where}.{field}")
     if len(value) > max_length:
         raise _bad(f"{where}.{field} is longer than {max_length} characters.", f"{where}.{field}")
-    if _CONTROL.search(value):
-        raise _bad(f"{where}.{field} contains control characters.", f"{where}.{field}")
+    if (found := control_character(value, printable=True)) is not None:
+        raise _bad(f"{where}.{field} contains a control character ({found}).", f"{where}.{field}")
     return value
 
 
@@ -76,8 +75,11 @@ def _payload(event: dict[str, Any], where: str) -> dict[str, str]:
     for key, value in payload.items():
         if not isinstance(value, str):
             raise _bad(f"{where}.payload.{key[:40]} must be a string.", f"{where}.payload")
-        if _CONTROL.search(key) or _CONTROL.search(value):
-            raise _bad(f"{where}.payload contains control characters.", f"{where}.payload")
+        found = control_character(key, printable=True) or control_character(value, printable=True)
+        if found is not None:
+            raise _bad(
+                f"{where}.payload contains a control character ({found}).", f"{where}.payload"
+            )
         if len(key) > MAX_PAYLOAD_KEY_LENGTH or len(value) > MAX_PAYLOAD_VALUE_LENGTH:
             raise _bad(
                 f"{where}.payload keys are limited to {MAX_PAYLOAD_KEY_LENGTH} characters and "
