@@ -25,6 +25,7 @@ from meterflow.errors import AuthenticationFailed, SessionExpired
 from meterflow.ids import object_id
 
 _RELOAD_MIN_INTERVAL_S = 1.0
+MAX_CACHED_REVOCATIONS = 100_000
 
 
 class SessionAuthority:
@@ -116,6 +117,8 @@ class SessionAuthority:
             livemode,
         )
         revoked_before = int(value) if value is not None else 0
+        if len(self._revocations) >= MAX_CACHED_REVOCATIONS:
+            self._revocations.clear()
         self._revocations[key] = (revoked_before, now)
         return revoked_before
 
