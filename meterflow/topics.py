@@ -19,6 +19,8 @@ from meterflow.errors import LauncherError
 
 METER_EVENTS = "meter-events"
 METER_EVENTS_REJECTED = "meter-events-rejected"
+USAGE_CHANGES = "usage-changes"
+V1_EVENTS = "events"
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
@@ -32,6 +34,15 @@ EVENT_RETENTION_MS = 40 * _DAY_MS
 METER_EVENTS_PARTITIONS = 12
 # Rejections are rare and read only for diagnostics; three partitions are enough.
 METER_EVENTS_REJECTED_PARTITIONS = 3
+# Usage changes are keyed by (meter, customer) like the events they summarise, and spread over
+# alert evaluators the way events spread over aggregators.
+USAGE_CHANGES_PARTITIONS = 12
+# Notifications (alert firings) are few; three partitions keep per-account order cheap.
+V1_EVENTS_PARTITIONS = 3
+# Stripe keeps events for 30 days; the topic keeps them as long.
+V1_EVENTS_RETENTION_MS = 30 * _DAY_MS
+# Usage changes only drive evaluation; a week lets a stopped evaluator catch up or be replayed.
+USAGE_CHANGES_RETENTION_MS = 7 * _DAY_MS
 
 _COMMON_CONFIGS: Mapping[str, str] = {
     "cleanup.policy": "delete",
@@ -68,6 +79,16 @@ def meter_events_rejected_topic(prefix: str) -> str:
     return f"{prefix}{METER_EVENTS_REJECTED}"
 
 
+def usage_changes_topic(prefix: str) -> str:
+    """What each committed fold changed, per (meter, customer): the alert evaluator's input."""
+    return f"{prefix}{USAGE_CHANGES}"
+
+
+def v1_events_topic(prefix: str) -> str:
+    """v1 snapshot events (``billing.alert.triggered``), keyed by account."""
+    return f"{prefix}{V1_EVENTS}"
+
+
 def topic_specs(prefix: str) -> list[TopicSpec]:
     """Every topic meterflow uses, names prefixed (e.g. ``meterflow.``)."""
     return [
@@ -76,6 +97,16 @@ def topic_specs(prefix: str) -> list[TopicSpec]:
             meter_events_rejected_topic(prefix),
             METER_EVENTS_REJECTED_PARTITIONS,
             dict(_COMMON_CONFIGS),
+        ),
+        TopicSpec(
+            usage_changes_topic(prefix),
+            USAGE_CHANGES_PARTITIONS,
+            {**_COMMON_CONFIGS, "retention.ms": str(USAGE_CHANGES_RETENTION_MS)},
+        ),
+        TopicSpec(
+            v1_events_topic(prefix),
+            V1_EVENTS_PARTITIONS,
+            {**_COMMON_CONFIGS, "retention.ms": str(V1_EVENTS_RETENTION_MS)},
         ),
     ]
 
