@@ -1,5 +1,7 @@
 # The two commands of the README: `make up` runs the stack, `make test` runs every check.
-# `make bench` runs the benchmark suite and rewrites BENCHMARKS.md.
+# `make bench` runs the benchmark suite and rewrites BENCHMARKS.md; `make soak` runs the stream
+# soak (RATE events/s for DURATION s with AGGREGATORS processes) and rewrites SOAK.md;
+# `make profile` shows where CPU goes at maximum stream rate.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 NODE_SDK := tests/sdk/node
 
-.PHONY: up test bench install lint typecheck unit integration clean
+.PHONY: up test bench soak profile install lint typecheck unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,6 +51,16 @@ test: install lint typecheck $(NODE_SDK)/node_modules/.package-lock.json
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m loadtest.bench
+
+RATE ?= 20000
+DURATION ?= 300
+AGGREGATORS ?= 1
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m loadtest.bench.soak --rate $(RATE) --duration $(DURATION) \
+		--aggregators $(AGGREGATORS)
+
+profile: $(BENCH_STAMP)
+	$(BIN)/python -m loadtest.bench.profile
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules

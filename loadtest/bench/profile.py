@@ -1,0 +1,204 @@
+"""Where the time goes: the stream at maximum rate, each process's CPU, two py-spy profiles.
+
+``python -m loadtest.bench.profile --seconds 30`` (``make profile``) starts the bench stack, drives
+``meter_event_stream`` (batches of 100) as fast as it goes, and meanwhile
+
+- samples the CPU seconds each process used (``/proc/<pid>/stat``; PostgreSQL summed over its
+  backends, the generator over its worker processes), so the split of the machine's cores shows;
+- records py-spy profiles (on-CPU samples) of the ingest and aggregator processes.
+
+It prints the CPU split and, per profiled process, the functions with the most samples (own time
+and including callees), and keeps the collapsed stacks (flame-graph input) in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+
+from loadtest.bench.processes import child_pids
+from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.suite import LOAD_METERS, MIX, REPO
+from loadtest.generator import run_load
+from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
+from loadtest.provision import create_accounts, provision
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def say(message: str) -> None:
+    print(f"profile: {message}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(pid: int, excluded: frozenset[int] = frozenset()) -> float:
+    """A process and its direct children, except the ``excluded`` children (and their own)."""
+    children = [child for child in child_pids(pid) if child not in excluded]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTime:
+    name: str
+    own: int
+    total: int
+
+
+def hot_functions(collapsed: str, top: int = 15) -> tuple[int, list[FunctionTime]]:
+    """Samples and the ``top`` functions by own samples from py-spy's collapsed stacks.
+
+    Each line is ``frame;frame;...;leaf count``; a function counts once per stack for the total.
+    """
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_short(frame) for frame in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    ranked = [FunctionTime(name, n, total[name]) for name, n in own.most_common(top)]
+    return samples, ranked
+
+
+def _short(frame: str) -> str:
+    """``fold_batch (aggregator/fold.py:42)`` -> ``fold_batch (aggregator/fold.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3.11/", str(REPO) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    binary = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            str(binary if binary.exists() else "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "97",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path) -> str:
+    run_id = new_run_id()
+    made = await create_accounts(stack.database_url, 2, run_id)
+    setup = await provision(
+        stack.base_url, [a.secret_key for a in made], meter_shapes(LOAD_METERS), 500, run_id
+    )
+    config = LoadConfig(
+        bounds=Bounds(duration_s=seconds + 4.0),
+        mode="stream",
+        workers=2,
+        connections=8,
+        batch_size=100,
+        mix=MIX,
+        track_totals=False,
+    )
+    processes = {
+        "ingest": stack.ingest.pid,
+        "aggregator": stack.aggregator.pid,
+        "Kafka": stack.kafka_pid,
+        "PostgreSQL": stack.postgres_pid,
+    }
+    load = asyncio.create_task(run_load(config, setup, label="profile", out=None))
+    await asyncio.sleep(2.0)  # past connection set-up and the first batches
+    # The stack's services are children of this process too; the generator is the rest.
+    services = frozenset(pid for pid in processes.values() if pid)
+    before = {name: tree_cpu_seconds(pid) for name, pid in processes.items() if pid}
+    before["load generator"] = tree_cpu_seconds(os.getpid(), services)
+    spies = {
+        name: _py_spy(pid, seconds, out_dir / f"{name}.collapsed")
+        for name, pid in processes.items()
+        if name in ("ingest", "aggregator") and pid
+    }
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    after = {name: tree_cpu_seconds(pid) for name, pid in processes.items() if pid}
+    after["load generator"] = tree_cpu_seconds(os.getpid(), services)
+    for spy in spies.values():
+        await asyncio.to_thread(spy.wait, 60)
+    result = await load
+    lines = [
+        f"stream at max rate: {result.report['accepted_events_per_s']:,.0f} accepted events/s "
+        f"over the whole run; CPU over {elapsed:.0f} s of it (cores used, of {os.cpu_count()}):"
+    ]
+    lines.extend(
+        f"  {name:16s} {(used - before[name]) / elapsed:5.2f}" for name, used in after.items()
+    )
+    for name in spies:
+        path = out_dir / f"{name}.collapsed"
+        if not path.exists():
+            lines.append(f"{name}: no profile (py-spy missing or not permitted)")
+            continue
+        samples, ranked = hot_functions(path.read_text())
+        lines.append(f"{name}: {samples} on-CPU samples; top functions by own samples")
+        lines.append("   own%  total%  function")
+        lines.extend(
+            f"  {100 * f.own / samples:5.1f}  {100 * f.total / samples:6.1f}  {f.name}"
+            for f in ranked
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.profile", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    args = parser.parse_args(argv)
+    out_dir: Path = args.out / ("profile-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="meterflow-profile-"))
+    try:
+        with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
+            text = uvloop.run(profile_stream(stack, args.seconds, out_dir))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (out_dir / "profile.txt").write_text(text + "\n")
+    print(text)
+    say(f"collapsed stacks and profile.txt in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

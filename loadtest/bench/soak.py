@@ -1,0 +1,331 @@
+"""A soak: the stream at a fixed rate for minutes while the aggregator's lag is watched.
+
+``python -m loadtest.bench.soak --rate 20000 --duration 300`` (``make soak``) starts its own stack
+like ``make bench``, optionally with more aggregator processes in the consumer group, drives
+``meter_event_stream`` (batches of 100) at the given rate, and every few seconds samples:
+
+- the aggregator's lag in records: Kafka's end offsets minus the offsets stored with the
+  rollups in PostgreSQL (what is really folded, independent of any process's own metrics);
+- the ingest process's resident memory.
+
+Afterwards it measures how long the backlog takes to drain, checks every (meter, customer,
+window) total against the summaries (lost / doubled), and writes ``soak.json`` and ``SOAK.md``.
+The lag is *bounded* when the backlog at the end of the load is no larger than the largest
+backlog of the first half, and the fitted trend over the second half grows by less than one
+second of produced records per minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from deploy.ports import free_port
+from deploy.stack import ChildService, meterflow_child, wait_http_ready
+from loadtest.bench.machine import load_average, machine_info
+from loadtest.bench.processes import mib, peak_rss_kib
+from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.suite import LOAD_METERS, MIX, REPO
+from loadtest.generator import run_load
+from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
+from loadtest.provision import create_accounts, provision
+from loadtest.verify import verify_run
+from meterflow.topics import METER_EVENTS_PARTITIONS, meter_events_topic
+
+_READY_TIMEOUT_S = 60.0
+
+
+def say(message: str) -> None:
+    print(f"soak: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SoakPlan:
+    rate: float
+    duration_s: float
+    aggregators: int
+    sample_s: float = 2.0
+    workers: int = 2
+    connections: int = 8
+    accounts: int = 2
+    customers: int = 500
+    drain_timeout_s: float = 300.0
+    verify_timeout_s: float = 120.0
+
+
+def current_rss_kib(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+class LagProbe:
+    """Unfolded records of the meter-events topic: end offsets minus stored offsets."""
+
+    def __init__(self, stack: BenchStack) -> None:
+        self._stack = stack
+        self._topic = meter_events_topic(stack.settings.topic_prefix)
+        self._group = stack.settings.consumer_group
+        self._partitions = [TopicPartition(self._topic, p) for p in range(METER_EVENTS_PARTITIONS)]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=stack.bootstrap, enable_auto_commit=False
+        )
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._conn = await asyncpg.connect(self._stack.database_url)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def records(self) -> tuple[int, int]:
+        """(lag in records, records produced so far)."""
+        assert self._conn is not None  # noqa: S101 - started first
+        ends = await self._consumer.end_offsets(self._partitions)
+        folded = await self._conn.fetchval(
+            """SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets
+               WHERE group_id = $1 AND topic = $2""",
+            self._group,
+            self._topic,
+        )
+        produced = sum(ends.values())
+        return max(0, produced - int(folded)), produced
+
+
+def slope_per_s(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of ``(t, y)`` points; 0 for fewer than two."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (y - mean_y) for t, y in points) / var
+
+
+def lag_verdict(samples: list[dict[str, float]], duration_s: float) -> dict[str, Any]:
+    """Whether the backlog stayed bounded over the load (see the module docstring)."""
+    during = [s for s in samples if s["t"] <= duration_s]
+    if not during:
+        return {"bounded": False, "reason": "no samples"}
+    first_half = [s["lag"] for s in during if s["t"] <= duration_s / 2] or [0.0]
+    second_half = [(s["t"], s["lag"]) for s in during if s["t"] > duration_s / 2]
+    produced_per_s = during[-1]["produced"] / max(during[-1]["t"], 1e-9)
+    trend = slope_per_s(second_half)
+    end_lag = during[-1]["lag"]
+    bounded = end_lag <= max(first_half) and trend * 60 < produced_per_s
+    return {
+        "bounded": bounded,
+        "lag_at_end_records": end_lag,
+        "max_lag_first_half_records": max(first_half),
+        "max_lag_records": max(s["lag"] for s in during),
+        "trend_second_half_records_per_min": round(trend * 60, 1),
+        "produced_records_per_s": round(produced_per_s, 1),
+    }
+
+
+async def _sample(
+    probe: LagProbe, ingest: ChildService, started: float, out: list[dict[str, float]]
+) -> None:
+    lag, produced = await probe.records()
+    rss = current_rss_kib(ingest.pid) if ingest.pid else None
+    out.append(
+        {
+            "t": round(time.perf_counter() - started, 1),
+            "lag": float(lag),
+            "produced": float(produced),
+            "ingest_rss_mib": mib(rss) or 0.0,
+        }
+    )
+
+
+async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
+    extra = [
+        meterflow_child(
+            "aggregator",
+            stack.child_env(METERFLOW_AGGREGATOR_METRICS_PORT=str(port)),
+            stack.log_dir / f"aggregator-{n + 2}.log",
+        )
+        for n, port in enumerate(free_port() for _ in range(plan.aggregators - 1))
+    ]
+    for child in extra:
+        child.start()
+    probe = LagProbe(stack)
+    await probe.start()
+    try:
+        for child in extra:
+            url = f"http://127.0.0.1:{child.env['METERFLOW_AGGREGATOR_METRICS_PORT']}/metrics"
+            await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
+        run_id = new_run_id()
+        made = await create_accounts(stack.database_url, plan.accounts, run_id)
+        setup = await provision(
+            stack.base_url,
+            [a.secret_key for a in made],
+            meter_shapes(LOAD_METERS),
+            plan.customers,
+            run_id,
+        )
+        config = LoadConfig(
+            bounds=Bounds(duration_s=plan.duration_s),
+            mode="stream",
+            rate=plan.rate,
+            workers=plan.workers,
+            connections=plan.connections,
+            batch_size=100,
+            mix=MIX,
+        )
+        say(f"stream at {plan.rate:,.0f} events/s for {plan.duration_s:.0f} s")
+        samples: list[dict[str, float]] = []
+        started = time.perf_counter()
+        load = asyncio.create_task(run_load(config, setup, label="soak"))
+        while not load.done():
+            await _sample(probe, stack.ingest, started, samples)
+            await asyncio.wait({load}, timeout=plan.sample_s)
+        result = load.result()
+        load_s = time.perf_counter() - started
+        say("load finished; draining the backlog")
+        drain_s: float | None = None
+        while time.perf_counter() - started < load_s + plan.drain_timeout_s:
+            await _sample(probe, stack.ingest, started, samples)
+            if samples[-1]["lag"] == 0:
+                drain_s = round(time.perf_counter() - started - load_s, 1)
+                break
+            await asyncio.sleep(1.0)
+        verification = None
+        if result.expected is not None:
+            checked = await verify_run(
+                setup,
+                result.expected,
+                unresolved=result.unresolved,
+                timeout_s=plan.verify_timeout_s,
+            )
+            say(checked.text())
+            verification = checked.as_dict()
+    finally:
+        await probe.stop()
+        for child in extra:
+            await asyncio.to_thread(child.stop, 15.0)
+    peaks = {
+        "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
+        "aggregator": mib(peak_rss_kib(stack.aggregator.pid)) if stack.aggregator.pid else None,
+    }
+    return {
+        "load": result.report,
+        "lag": lag_verdict(samples, load_s),
+        "drain_s": drain_s,
+        "samples": samples,
+        "verification": verification,
+        "peak_rss_mib": peaks,
+    }
+
+
+def soak_markdown(results: dict[str, Any]) -> str:
+    soak, machine, plan = results["soak"], results["machine"], results["plan"]
+    load, lag, ver = soak["load"], soak["lag"], soak["verification"] or {}
+    latency = load["latency_ms"]
+    checks = (
+        f"lost {ver.get('lost')}, doubled {ver.get('doubled')}, "
+        f"{ver.get('matched')}/{ver.get('checks')} summary checks match"
+        if ver
+        else "not verified"
+    )
+    drained = "NOT drained" if soak["drain_s"] is None else f"in {soak['drain_s']} s"
+    lines = [
+        "# Soak",
+        "",
+        f"Written by `{results['command']}` on {machine['date']} (git {machine['git_rev']}; "
+        f"{machine['nproc']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB; "
+        f"1-min loadavg before / after {machine['loadavg_before'][0]} / "
+        f"{machine['loadavg_after'][0]}). Everything ran on this machine at once: PostgreSQL, "
+        f"Kafka, one ingest process, {plan['aggregators']} aggregator process(es) and the "
+        f"load generator ({load['workers']} processes x {load['connections_per_worker']} "
+        "connections). Raw samples: `" + results["results_dir"] + "/soak.json`.",
+        "",
+        "| Measurement | Result |",
+        "|---|---|",
+        f"| Target | {plan['rate']:,.0f} events/s through `meter_event_stream`, batches of 100, "
+        f"for {plan['duration_s']:.0f} s |",
+        f"| Accepted | {load['accepted_events_per_s']:,.0f} events/s "
+        f"({load['events']:,} events, {load['requests']:,} requests) |",
+        f"| Request latency p50 / p95 / p99 / max | {latency['p50']:.1f} / {latency['p95']:.1f} / "
+        f"{latency['p99']:.1f} / {latency['max']:.1f} ms |",
+        f"| Aggregator lag | {'bounded' if lag.get('bounded') else 'GROWING'}: at end "
+        f"{lag.get('lag_at_end_records', 0):,.0f} records, max "
+        f"{lag.get('max_lag_records', 0):,.0f}; second-half trend "
+        f"{lag.get('trend_second_half_records_per_min', 0):+,.0f} records/min |",
+        f"| Backlog drained after the load | {drained} |",
+        f"| End-to-end check | {checks} |",
+        f"| Peak RSS | ingest {soak['peak_rss_mib']['ingest']} MiB, aggregator "
+        f"{soak['peak_rss_mib']['aggregator']} MiB |",
+        f"| Outcomes | {', '.join(f'{k} {v}' for k, v in load['outcomes'].items())} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.soak", description=__doc__)
+    parser.add_argument("--rate", type=float, default=20_000.0, help="events per second")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
+    parser.add_argument("--aggregators", type=int, default=1, help="aggregator processes")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--markdown", type=Path, default=REPO / "SOAK.md")
+    args = parser.parse_args(argv)
+    plan = SoakPlan(rate=args.rate, duration_s=args.duration, aggregators=args.aggregators)
+    out_dir: Path = args.out / ("soak-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(REPO) | {"loadavg_before": load_average()}
+    scratch = Path(tempfile.mkdtemp(prefix="meterflow-soak-"))
+    try:
+        with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
+            soak = uvloop.run(run_soak(stack, plan))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    machine["loadavg_after"] = load_average()
+    shown = out_dir.relative_to(REPO) if out_dir.is_relative_to(REPO) else out_dir
+    command = f"python -m loadtest.bench.soak --rate {plan.rate:.0f} --duration "
+    command += f"{plan.duration_s:.0f} --aggregators {plan.aggregators}"
+    results = {
+        "command": command,
+        "machine": machine,
+        "plan": {
+            "rate": plan.rate,
+            "duration_s": plan.duration_s,
+            "aggregators": plan.aggregators,
+        },
+        "results_dir": str(shown),
+        "soak": soak,
+    }
+    (out_dir / "soak.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    text = soak_markdown(results)
+    args.markdown.write_text(text)
+    print(text)
+    ok = bool(soak["lag"].get("bounded")) and bool((soak["verification"] or {}).get("ok"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
