@@ -170,7 +170,7 @@ class MeterEventStreamApi:
             key = partition_key(who.account_id, who.livemode, event.customer)
             groups[self._partition_of(key)].append((key, event))
         records: list[OutgoingRecord] = []
-        for group in groups.values():
+        for partition, group in groups.items():
             received_ms, batch = self._receipts.stamp()
             record = EventsRecord(
                 account_id=who.account_id,
@@ -180,7 +180,9 @@ class MeterEventStreamApi:
                 events=tuple(event for _, event in group),
             )
             # Every key of the group maps to the same partition; the first one routes the record.
-            records.append(OutgoingRecord(self._events_topic, group[0][0], encode(record)))
+            records.append(
+                OutgoingRecord(self._events_topic, group[0][0], encode(record), partition)
+            )
         if rejections:
             rejected = RejectedRecord(
                 account_id=who.account_id,

@@ -40,6 +40,8 @@ def control_character(value: str, *, printable: bool) -> str | None:
     (``printable``) take no control character at all.
     """
     if printable:
+        if value.isprintable():  # C fast path: control characters are never printable
+            return None
         found = _CONTROL.search(value)
         return None if found is None else f"U+{ord(found.group()):04X}"
     return "U+0000" if "\x00" in value else None

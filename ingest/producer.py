@@ -38,6 +38,8 @@ class OutgoingRecord(NamedTuple):
     topic: str
     key: bytes
     value: bytes
+    # Known already (the stream groups events by partition): saves the producer hashing the key.
+    partition: int | None = None
 
 
 class Producer(Protocol):
@@ -49,7 +51,9 @@ class Producer(Protocol):
 
     async def flush(self) -> None: ...
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, partition: int | None = None
+    ) -> asyncio.Future[Any]: ...
 
 
 class RecordPublisher(Protocol):
@@ -158,7 +162,9 @@ class EventPublisher:
         try:
             async with asyncio.timeout_at(deadline):
                 for record in records:
-                    ack = await producer.send(record.topic, record.value, key=record.key)
+                    ack = await producer.send(
+                        record.topic, record.value, key=record.key, partition=record.partition
+                    )
                     ack.add_done_callback(_retrieve_outcome)
                     acks.append(ack)
             done, pending = await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))

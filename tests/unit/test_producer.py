@@ -34,6 +34,7 @@ class FakeProducer:
         self.error = error
         self.start_error = start_error
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.partitions: list[int | None] = []
         self.pending: list[asyncio.Future[Any]] = []
         self.started = self.stopped = self.flushed = False
 
@@ -48,8 +49,11 @@ class FakeProducer:
     async def flush(self) -> None:
         self.flushed = True
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value))
+        self.partitions.append(partition)
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.ack == "ok":
             ack.set_result(None)
@@ -87,9 +91,17 @@ async def test_publishes_all_records_and_counts_them() -> None:
     publisher, registry = await _started(fake)
     await publisher.publish_many(RECORDS)
     await publisher.publish("t", b"k3", b"v3")
-    assert fake.sent == [("t", b"k1", b"v1"), ("t", b"k2", b"v2"), ("t", b"k3", b"v3")]
-    assert _sample(registry, "meterflow_kafka_records_published_total") == 3
-    assert _sample(registry, "meterflow_kafka_publish_duration_seconds_count") == 2
+    await publisher.publish_many([OutgoingRecord("t", b"k4", b"v4", partition=7)])
+    assert fake.sent == [
+        ("t", b"k1", b"v1"),
+        ("t", b"k2", b"v2"),
+        ("t", b"k3", b"v3"),
+        ("t", b"k4", b"v4"),
+    ]
+    # A partition chosen by the caller reaches the producer; otherwise the key decides.
+    assert fake.partitions == [None, None, None, 7]
+    assert _sample(registry, "meterflow_kafka_records_published_total") == 4
+    assert _sample(registry, "meterflow_kafka_publish_duration_seconds_count") == 3
     assert _sample(registry, "meterflow_kafka_producer_connected") == 1
     await publisher.stop(1.0)
     assert (fake.flushed, fake.stopped, publisher.connected) == (True, True, False)
