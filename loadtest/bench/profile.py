@@ -5,7 +5,8 @@
 
 - samples the CPU seconds each process used (``/proc/<pid>/stat``; PostgreSQL summed over its
   backends, the generator over its worker processes), so the split of the machine's cores shows;
-- records py-spy profiles (on-CPU samples) of the ingest and aggregator processes.
+- records py-spy profiles of the ingest and aggregator processes: on-CPU samples, or with
+  ``--idle`` wall-clock samples, which show what a process waits on.
 
 It prints the CPU split and, per profiled process, the functions with the most samples (own time
 and including callees), and keeps the collapsed stacks (flame-graph input) in the output folder.
@@ -96,7 +97,7 @@ def _short(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
-def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def _py_spy(pid: int, seconds: float, out: Path, *, idle: bool) -> subprocess.Popen[bytes]:
     binary = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [
@@ -109,6 +110,7 @@ def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
             "--rate",
             "97",
             "--nonblocking",
+            *(["--idle"] if idle else []),
             "--format",
             "raw",
             "--output",
@@ -119,7 +121,7 @@ def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path) -> str:
+async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path, *, idle: bool) -> str:
     run_id = new_run_id()
     made = await create_accounts(stack.database_url, 2, run_id)
     setup = await provision(
@@ -147,7 +149,7 @@ async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path) -> st
     before = {name: tree_cpu_seconds(pid) for name, pid in processes.items() if pid}
     before["load generator"] = tree_cpu_seconds(os.getpid(), services)
     spies = {
-        name: _py_spy(pid, seconds, out_dir / f"{name}.collapsed")
+        name: _py_spy(pid, seconds, out_dir / f"{name}.collapsed", idle=idle)
         for name, pid in processes.items()
         if name in ("ingest", "aggregator") and pid
     }
@@ -172,7 +174,8 @@ async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path) -> st
             lines.append(f"{name}: no profile (py-spy missing or not permitted)")
             continue
         samples, ranked = hot_functions(path.read_text())
-        lines.append(f"{name}: {samples} on-CPU samples; top functions by own samples")
+        kind = "wall-clock (idle included)" if idle else "on-CPU"
+        lines.append(f"{name}: {samples} {kind} samples; top functions by own samples")
         lines.append("   own%  total%  function")
         lines.extend(
             f"  {100 * f.own / samples:5.1f}  {100 * f.total / samples:6.1f}  {f.name}"
@@ -184,6 +187,9 @@ async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench.profile", description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--idle", action="store_true", help="wall-clock profiles: count waiting as well as CPU"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
     out_dir: Path = args.out / ("profile-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="meterflow-profile-"))
     try:
         with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
-            text = uvloop.run(profile_stream(stack, args.seconds, out_dir))
+            text = uvloop.run(profile_stream(stack, args.seconds, out_dir, idle=args.idle))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (out_dir / "profile.txt").write_text(text + "\n")

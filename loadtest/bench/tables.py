@@ -130,7 +130,24 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
                 "-",
             )
         )
+    if "alerts" in phases:
+        rows.append(_alert_row(phases["alerts"]))
     return rows
+
+
+def _alert_row(phase: dict[str, Any]) -> Row:
+    name = "Alert notification: event sent → billing.alert.triggered on the topic"
+    if not phase.get("available", True):
+        return (name, f"not available ({phase.get('reason')})", "-", "-", "-")
+    a = phase["latency_ms"]
+    background = phase.get("background", {})
+    result = (
+        f"{phase['notified']}/{phase['probes']} probes notified, {phase['missing']} missing, "
+        f"under {_n(background.get('accepted_events_per_s'))} events/s of stream background "
+        f"load (target {_n(background.get('target_rate'))})"
+    )
+    latency = f"{a['p50']:.0f} / {a['p95']:.0f} / {a['p99']:.0f} ms (max {a['max']:.0f})"
+    return (name, result, latency, "-", "-")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

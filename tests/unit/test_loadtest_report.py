@@ -133,3 +133,20 @@ def test_an_available_stream_is_a_row_in_events_per_second() -> None:
     (stream,) = [row for row in rows if row[0].startswith("v2 stream")]
     assert stream[1].startswith("15,000 events/s")
     assert stream[2] == "1.0 / 2.0 / 3.0 ms"
+
+
+def test_alert_latency_row_names_probes_background_and_percentiles() -> None:
+    data = results({"available": True, "load": load(15_000)})
+    data["phases"]["alerts"] = {
+        "probes": 120,
+        "notified": 119,
+        "missing": 1,
+        "latency_ms": {"p50": 40.0, "p95": 90.0, "p99": 180.4, "max": 250.0, "mean": 50.0},
+        "background": {"accepted_events_per_s": 19_800.0, "target_rate": 20_000.0},
+    }
+    (row,) = [r for r in result_rows(data) if r[0].startswith("Alert notification")]
+    assert row[1] == (
+        "119/120 probes notified, 1 missing, under 19,800 events/s of stream background load "
+        "(target 20,000)"
+    )
+    assert row[2] == "40 / 90 / 180 ms (max 250)"
