@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -114,7 +114,13 @@ class LagCollector(Collector):
 
 
 class RollupConsumer:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        registry: CollectorRegistry,
+        on_fold: Callable[[], None] | None = None,
+    ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("the aggregator needs KAFKA_BOOTSTRAP_SERVERS")
         self._settings = settings
@@ -129,6 +135,8 @@ class RollupConsumer:
         self._stopping = asyncio.Event()
         self._consumer = folding_consumer(settings, self._group)
         self._lag.consumer = self._consumer
+        # Told after each commit that changed usage (the usage relay wakes on it).
+        self._on_fold = on_fold
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         positions = await seek_to_stored(
@@ -190,6 +198,8 @@ class RollupConsumer:
                 conn, group=self._group, topic=self._topic, spans=spans_of(offsets),
                 segments=segments, meter_windows=self._meter_windows,
             )  # fmt: skip
+        if self._on_fold is not None and (outcome.events_new or outcome.cancels_applied):
+            self._on_fold()
         self.metrics.events.labels("new").inc(outcome.events_new)
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)
         self.metrics.cancels.labels("applied").inc(outcome.cancels_applied)

@@ -7,6 +7,7 @@
 - ``usage_changes`` older than 24 hours (consumers read the feed within seconds);
 - ``core_events`` older than 30 days (Stripe's event retention) and webhook deliveries completed
   more than 30 days ago, with their attempts;
+- ``v1_events`` older than 30 days, once published (an unpublished one still awaits the sweep);
 - ``meter_events`` day partitions whose whole day is older than the event retention, dropped
   whole.
 
@@ -48,7 +49,7 @@ EVENT_RETENTION_MS = 30 * 24 * HOUR_MS
 
 PrunedTable = Literal[
     "event_identifiers", "idempotency_keys", "window_survivors", "core_events",
-    "webhook_deliveries", "usage_changes",
+    "webhook_deliveries", "usage_changes", "v1_events",
 ]  # fmt: skip
 # Table -> the expression of a row's age in unix milliseconds.
 _AGE_COLUMN: dict[PrunedTable, str] = {
@@ -58,6 +59,7 @@ _AGE_COLUMN: dict[PrunedTable, str] = {
     "core_events": "created_ms",
     "webhook_deliveries": "completed_ms",  # NULL while pending: never pruned
     "usage_changes": "(extract(epoch FROM changed_at) * 1000)",
+    "v1_events": "(CASE WHEN published THEN created * 1000 END)",  # NULL: never pruned
 }
 USAGE_CHANGE_RETENTION_MS = 24 * HOUR_MS
 
@@ -127,6 +129,9 @@ async def run_maintenance(
         )
         report.rows_pruned["usage_changes"] = await prune_rows(
             conn, "usage_changes", now_ms - USAGE_CHANGE_RETENTION_MS, chunk_rows
+        )
+        report.rows_pruned["v1_events"] = await prune_rows(
+            conn, "v1_events", now_ms - EVENT_RETENTION_MS, chunk_rows
         )
         report.partitions_dropped = await drop_expired_partitions(
             conn, now_s=now_ms // 1000, retention_days=retention_days

@@ -342,7 +342,7 @@ async def apply_batch(
             if segment.cancel is not None:
                 cancelled = await _apply_cancel(conn, segment.cancel, windows)
                 if cancelled is not None:
-                    changes.touch(*cancelled)
+                    changes.touch(*cancelled, segment.cancel.received_ms)
                     outcome.cancels_applied += 1
                 else:
                     outcome.cancels_unmatched += 1
@@ -352,7 +352,8 @@ async def apply_batch(
             outcome.events_duplicate += len(segment.events) - len(new_rows)
             await _fold_events(conn, new_rows, windows)
             changes.touch_all(
-                ((r.account_id, r.livemode, r.meter_id, r.customer), r.event_ts) for r in new_rows
+                ((r.account_id, r.livemode, r.meter_id, r.customer), r.event_ts, r.received_ms)
+                for r in new_rows
             )
         await record_usage_changes(conn, changes)
         await conn.executemany(

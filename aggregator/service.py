@@ -1,5 +1,5 @@
-"""The aggregator process: the rollup consumer, error reports and webhook delivery, retention
-maintenance, their database pool and the metrics endpoint."""
+"""The aggregator process: the rollup consumer, the usage-changes relay, error reports and webhook
+delivery, retention maintenance, their database pool and the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aggregator.consumer import RollupConsumer
 from aggregator.event_notifications import EventNotifications
 from aggregator.maintenance import MaintenanceLoop
+from aggregator.usage_relay import UsageRelay
 from meterflow.errors import ConfigurationError
 from meterflow.settings import Settings
 
@@ -29,19 +30,22 @@ async def serve_aggregator(settings: Settings) -> None:
     metrics_server, metrics_thread = start_http_server(
         settings.aggregator_metrics_port, addr=settings.http_host, registry=registry
     )
-    # The fold, the error-report consumer, its window closer, the webhook worker and maintenance
-    # each hold a connection briefly.
+    # The fold, the relay, the error-report consumer, its window closer, the webhook worker and
+    # maintenance each hold a connection briefly.
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=max(5, settings.db_pool_min)
+        settings.database_url, min_size=1, max_size=max(6, settings.db_pool_min)
     )
-    consumer = RollupConsumer(settings, pool, registry)
+    relay = UsageRelay(settings, pool, registry)
+    consumer = RollupConsumer(settings, pool, registry, on_fold=relay.notify)
     notifications = EventNotifications(settings, pool, registry)
     maintenance = MaintenanceLoop(settings, pool, registry)
+    relay_task: asyncio.Task[None] | None = None
     notifications_task: asyncio.Task[None] | None = None
     maintenance_task: asyncio.Task[None] | None = None
 
     def request_stop() -> None:
         consumer.request_stop()
+        relay.request_stop()
         notifications.request_stop()
         maintenance.request_stop()
 
@@ -50,6 +54,8 @@ async def serve_aggregator(settings: Settings) -> None:
         loop.add_signal_handler(sig, request_stop)
     try:
         await consumer.start()
+        await relay.start()
+        relay_task = asyncio.create_task(relay.run(), name="usage-relay")
         await notifications.start()
         notifications_task = asyncio.create_task(notifications.run(), name="notifications")
         maintenance_task = asyncio.create_task(maintenance.run(), name="maintenance")
@@ -60,11 +66,16 @@ async def serve_aggregator(settings: Settings) -> None:
         )
         await consumer.run()
     finally:
+        relay.request_stop()
         notifications.request_stop()
         maintenance.request_stop()
         try:
             await asyncio.wait_for(consumer.stop(), settings.shutdown_deadline_s)
         finally:
+            # Rows the relay has not moved stay in usage_changes for the next relay to send.
+            if relay_task is not None:
+                await _finish(relay_task, settings.shutdown_deadline_s)
+            await asyncio.wait_for(relay.stop(), settings.shutdown_deadline_s)
             if notifications_task is not None:
                 await _finish(notifications_task, settings.shutdown_deadline_s)
             await asyncio.wait_for(notifications.stop(), settings.shutdown_deadline_s)

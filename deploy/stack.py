@@ -96,7 +96,8 @@ class ChildService:
 def meterflow_child(
     command: str, env: dict[str, str], log_path: Path | None = None
 ) -> ChildService:
-    """``meterflow <command>`` (``ingest``, ``aggregator``) with this interpreter, as a child."""
+    """``meterflow <command>`` (``ingest``, ``aggregator``, ``alerts``) with this interpreter, as a
+    child."""
     return ChildService(
         command, [sys.executable, "-m", "meterflow.cli", command], env, log_path=log_path
     )
@@ -194,7 +195,11 @@ def run_stack(settings: Settings) -> int:
             database_url, bootstrap = postgres.address, kafka.address
             key = asyncio.run(_prepare(database_url, bootstrap, settings))
             env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-            children = [meterflow_child("ingest", env), meterflow_child("aggregator", env)]
+            children = [
+                meterflow_child("ingest", env),
+                meterflow_child("aggregator", env),
+                meterflow_child("alerts", env),
+            ]
             try:
                 return _serve(settings, children, key, started)
             finally:
@@ -218,9 +223,12 @@ def _serve(settings: Settings, children: list[ChildService], key: str, started: 
     wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
     aggregator_metrics = f"http://{settings.http_host}:{settings.aggregator_metrics_port}/metrics"
     wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
+    alerts_metrics = f"http://{settings.http_host}:{settings.alerts_metrics_port}/metrics"
+    wait_http_ready(alerts_metrics, children[2], _READY_TIMEOUT_S)
     _say(f"stack up in {time.monotonic() - started:.1f}s")
     print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
     print(f"  aggregator: {aggregator_metrics}", flush=True)
+    print(f"  alerts:     {alerts_metrics}", flush=True)
     print(f"  test key:   {key}\n\n  Ctrl-C stops everything.\n", flush=True)
     while all(child.alive() for child in children):
         time.sleep(0.5)

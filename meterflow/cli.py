@@ -54,6 +54,15 @@ def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
+    from aggregator.alert_service import run_alerts  # noqa: PLC0415
+
+    _need_database(settings)
+    _need_kafka(settings)
+    run_alerts(settings)
+    return 0
+
+
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from meterflow.migrations import migrate  # noqa: PLC0415
 
@@ -151,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("up", cmd_up, "Run the whole stack locally (starts Kafka and PostgreSQL if not given).")
     add("ingest", cmd_ingest, "Run the HTTP API service.")
     add("aggregator", cmd_aggregator, "Run the consumer that folds meter events into rollups.")
+    add("alerts", cmd_alerts, "Run the alert evaluator that fires billing alerts on usage.")
     add("migrate", cmd_migrate, "Apply pending database migrations from sql/.")
     add("topics", cmd_topics, "Create the Kafka topics meterflow uses, if missing.")
     add("config", cmd_config, "Print the effective configuration (secrets masked).")

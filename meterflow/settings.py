@@ -78,6 +78,10 @@ class Settings:
     webhook_backoff_base_s: float = 30.0
     webhook_backoff_max_s: float = 21_600.0
     webhook_concurrency: int = 16
+    # The alert evaluator (`meterflow alerts`): its consumer group on the usage-changes topic and
+    # its metrics port.
+    alerts_consumer_group: str = "meterflow-alerts"
+    alerts_metrics_port: int = 8082
 
     def masked(self) -> dict[str, str]:
         """Settings as printable strings, with credentials hidden."""
@@ -140,6 +144,8 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", float),
     "METERFLOW_WEBHOOK_BACKOFF_MAX_S": ("webhook_backoff_max_s", float),
     "METERFLOW_WEBHOOK_CONCURRENCY": ("webhook_concurrency", int),
+    "METERFLOW_ALERTS_CONSUMER_GROUP": ("alerts_consumer_group", str),
+    "METERFLOW_ALERTS_METRICS_PORT": ("alerts_metrics_port", int),
 }
 
 

@@ -104,6 +104,17 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
                 event_id,
                 now_ms - age_days * DAY_S * 1000,
             )
+        # An old v1 event still waiting for the sweep stays until it is published.
+        for event_id, age_days, published in (
+            ("evt_v1_old", 31, True), ("evt_v1_unsent", 31, False), ("evt_v1_new", 29, True),
+        ):  # fmt: skip
+            await conn.execute(
+                """INSERT INTO v1_events (id, account_id, livemode, type, created, body, published)
+                   VALUES ($1, 'acct_1', false, 't', $2, '{}', $3)""",
+                event_id,
+                now_ms // 1000 - age_days * DAY_S,
+                published,
+            )
 
         report = await run_maintenance(
             conn, now_ms=now_ms, retention_days=RETENTION_DAYS, chunk_rows=10
@@ -111,10 +122,12 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
         assert report is not None
         assert report.rows_pruned == {
             "event_identifiers": 25, "idempotency_keys": 1, "window_survivors": 1,
-            "core_events": 1, "webhook_deliveries": 0, "usage_changes": 0,
+            "core_events": 1, "webhook_deliveries": 0, "usage_changes": 0, "v1_events": 1,
         }  # fmt: skip
         assert await conn.fetchval("SELECT window_ts FROM window_survivors") == today
         assert await conn.fetchval("SELECT id FROM core_events") == "evt_new"
+        kept = await conn.fetch("SELECT id FROM v1_events ORDER BY id")
+        assert [r["id"] for r in kept] == ["evt_v1_new", "evt_v1_unsent"]
         assert report.partitions_dropped == [_partition(days[0]), _partition(days[1])]
 
         assert await _partitions(conn) == [_partition(days[2]), _partition(today)]
@@ -220,6 +233,6 @@ async def test_the_cli_runs_one_pass(database_url: str) -> None:
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == (
         "pruned 2 from event_identifiers, 1 from idempotency_keys, 0 from window_survivors, "
-        "0 from core_events, 0 from webhook_deliveries, 0 from usage_changes; "
+        "0 from core_events, 0 from webhook_deliveries, 0 from usage_changes, 0 from v1_events; "
         "dropped partitions: none"
     )

@@ -44,6 +44,7 @@ def _stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         METERFLOW_LOCAL_KAFKA_PORT=str(ports["kafka"]),
         METERFLOW_LOCAL_KAFKA_CONTROLLER_PORT=str(ports["controller"]),
         METERFLOW_AGGREGATOR_METRICS_PORT=str(ports["aggregator"]),
+        METERFLOW_ALERTS_METRICS_PORT=str(ports["alerts"]),
     )
     return env
 
@@ -92,7 +93,9 @@ def _port_closed(port: int) -> bool:
 
 
 async def test_up_starts_everything_survives_restart_and_stops(tmp_path: Path) -> None:
-    ports = {n: free_port() for n in ("http", "postgres", "kafka", "controller", "aggregator")}
+    ports = {
+        n: free_port() for n in ("http", "postgres", "kafka", "controller", "aggregator", "alerts")
+    }
     env = _stack_env(tmp_path / "data", ports)
     log = tmp_path / "up.log"
 

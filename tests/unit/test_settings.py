@@ -48,3 +48,15 @@ def test_retention_must_outlast_the_back_dating_window() -> None:
         load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "35"})
     with pytest.raises(ConfigurationError, match="MAINTENANCE_INTERVAL"):
         load_settings({"METERFLOW_MAINTENANCE_INTERVAL_S": "0"})
+
+
+def test_alert_evaluator_settings_have_defaults_and_come_from_the_environment() -> None:
+    defaults = load_settings({})
+    assert (defaults.alerts_consumer_group, defaults.alerts_metrics_port) == (
+        "meterflow-alerts",
+        8082,
+    )
+    settings = load_settings(
+        {"METERFLOW_ALERTS_CONSUMER_GROUP": "alerts-2", "METERFLOW_ALERTS_METRICS_PORT": "9182"}
+    )
+    assert (settings.alerts_consumer_group, settings.alerts_metrics_port) == ("alerts-2", 9182)
