@@ -17,6 +17,7 @@ from typing import Any, cast
 import asyncpg
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ingest.alerts_api import AlertsApi
 from ingest.auth import Authenticator, Principal
 from ingest.core_events_api import CoreEventsApi
 from ingest.event_identifiers import PgProcessedEvents
@@ -38,6 +39,7 @@ from ingest.producer import EventPublisher, RecordPublisher, UnconfiguredPublish
 from ingest.rate_limits import AccountLimiter
 from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
 from ingest.summaries_api import SummariesApi
+from ingest.v1_events_api import V1EventsApi
 from ingest.webhook_endpoints_api import WebhookEndpointsApi
 from meterflow.errors import (
     ApiError,
@@ -143,6 +145,8 @@ class IngestApp:
                 *SummariesApi(store, self.pool).routes(),
                 *CoreEventsApi(self.pool).routes(),
                 *WebhookEndpointsApi(self.pool).routes(),
+                *AlertsApi(self.pool).routes(),
+                *V1EventsApi(self.pool).routes(),
             ]
         )
         log.info("ingest ready")
