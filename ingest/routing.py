@@ -14,6 +14,9 @@ AuthedHandler = Callable[[Request, Principal], Awaitable[Response]]
 PublicHandler = Callable[[Request], Awaitable[Response]]
 
 _SEGMENT = re.compile(r"\{(\w+)\}")
+# A path parameter: up to 255 characters, no slash and no control character (PostgreSQL text
+# cannot hold NUL, and no object id holds one), so such a path is an unknown URL, a 404.
+_PARAMETER = r"[^/\x00-\x1f\x7f]{1,255}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,8 @@ class Route:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + _SEGMENT.sub(r"(?P<\1>[^/]{1,255})", self.template) + "$")
+        named = _SEGMENT.sub(lambda m: f"(?P<{m[1]}>{_PARAMETER})", self.template)
+        return re.compile(f"^{named}$")
 
 
 @dataclass(frozen=True, slots=True)

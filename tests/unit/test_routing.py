@@ -40,3 +40,9 @@ def test_ids_cannot_span_segments_or_be_huge() -> None:
         ROUTER.match("POST", "/v1/billing/meters/a/b")
     with pytest.raises(UnknownRoute):
         ROUTER.match("POST", "/v1/billing/meters/" + "x" * 256)
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x1f", "\x7f", "\n"])
+def test_ids_with_control_characters_are_unknown_urls(character: str) -> None:
+    with pytest.raises(UnknownRoute):
+        ROUTER.match("POST", f"/v1/billing/meters/mtr{character}1")
