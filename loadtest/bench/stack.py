@@ -1,9 +1,9 @@
 """The benchmark's own stack, started with ``meterflow up``'s pieces on free loopback ports.
 
 PostgreSQL and Kafka come from the deploy launchers with their data in a scratch directory;
-migrations and topics are applied; ingest and the aggregator run as child processes exactly as
-``meterflow up`` runs them, logging to files. Per-account rate limits are switched off so the
-measurements show the pipeline, not the limiter.
+migrations and topics are applied; ingest, the aggregator and the alert evaluator run as child
+processes exactly as ``meterflow up`` runs them, logging to files. Per-account rate limits are
+switched off so the measurements show the pipeline, not the limiter.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class BenchStack:
     kafka_pid: int | None
     ingest: ChildService
     aggregator: ChildService
+    alerts: ChildService
     log_dir: Path
 
     def child_env(self, **overrides: str) -> dict[str, str]:
@@ -70,7 +71,8 @@ async def _prepare(database_url: str, bootstrap: str, prefix: str) -> None:
 
 @contextlib.contextmanager
 def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> Iterator[BenchStack]:
-    pg_port, kafka_port, controller_port, http_port, metrics_port = distinct_free_ports(5)
+    ports = distinct_free_ports(6)
+    pg_port, kafka_port, controller_port, http_port, metrics_port, alerts_port = ports
     settings = Settings(
         data_dir=data_dir,
         local_postgres_port=pg_port,
@@ -78,6 +80,7 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
         local_kafka_controller_port=controller_port,
         http_port=http_port,
         aggregator_metrics_port=metrics_port,
+        alerts_metrics_port=alerts_port,
         log_level="WARNING",
     )
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,17 +93,21 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
             "METERFLOW_HTTP_HOST": LOOPBACK,
             "METERFLOW_HTTP_PORT": str(http_port),
             "METERFLOW_AGGREGATOR_METRICS_PORT": str(metrics_port),
+            "METERFLOW_ALERTS_METRICS_PORT": str(alerts_port),
             "METERFLOW_LOG_LEVEL": "WARNING",
         }
         ingest = meterflow_child("ingest", env, log_dir / "ingest.log")
         aggregator = meterflow_child("aggregator", env, log_dir / "aggregator.log")
+        alerts = meterflow_child("alerts", env, log_dir / "alerts.log")
         base_url = f"http://{LOOPBACK}:{http_port}"
         try:
-            for child in (ingest, aggregator):
+            for child in (ingest, aggregator, alerts):
                 child.start()
             wait_http_ready(f"{base_url}/readyz", ingest, _READY_TIMEOUT_S)
             metrics = f"http://{LOOPBACK}:{metrics_port}/metrics"
             wait_http_ready(metrics, aggregator, _READY_TIMEOUT_S)
+            alerts_metrics = f"http://{LOOPBACK}:{alerts_port}/metrics"
+            wait_http_ready(alerts_metrics, alerts, _READY_TIMEOUT_S)
             say(f"stack up: API {base_url}, PostgreSQL :{pg_port}, Kafka :{kafka_port}")
             yield BenchStack(
                 settings=settings,
@@ -112,8 +119,9 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
                 kafka_pid=kafka.pid,
                 ingest=ingest,
                 aggregator=aggregator,
+                alerts=alerts,
                 log_dir=log_dir,
             )
         finally:
-            for child in (aggregator, ingest):
+            for child in (alerts, aggregator, ingest):
                 child.stop(_STOP_DEADLINE_S)

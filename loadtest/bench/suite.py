@@ -8,7 +8,9 @@ Phases, in order (each short; the whole suite stays well under ten minutes on tw
 4. ceilings: Kafka producer records/s at ingest's record sizes, PostgreSQL COPY rows/s;
 5. the aggregator's fold rate for raw meters and for an overwrite-heavy hour-meter load;
 6. freshness (200 → visible in summaries) under light background load;
-7. peak RSS of every process.
+7. alert notification latency (event sent → ``billing.alert.triggered`` on the events topic)
+   under a fixed stream background load;
+8. peak RSS of every process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, cast
 import orjson
 import uvloop
 
+from loadtest.bench.alert_latency import measure_alert_latency
 from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceiling
 from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
 from loadtest.bench.freshness import measure_freshness
@@ -74,6 +77,11 @@ class SuitePlan:
     freshness_probers: int = 4
     freshness_poll_s: float = 0.02
     background_rate: float = 200.0
+    alert_s: float = 25.0
+    alert_probes: int = 300
+    alert_probers: int = 4
+    alert_probe_interval_s: float = 0.2
+    alert_background_rate: float = 20_000.0
     fold_events: int = 200_000
     fold_deadline_s: float = 120.0
     kafka_records: int = 100_000
@@ -97,6 +105,9 @@ QUICK = SuitePlan(
     freshness_s=4.0,
     freshness_probes=40,
     background_rate=100.0,
+    alert_s=4.0,
+    alert_probes=20,
+    alert_background_rate=2_000.0,
     fold_events=10_000,
     kafka_records=10_000,
     kafka_s=3.0,
@@ -124,6 +135,7 @@ class Suite:
         await self._ceilings()
         await self._folds()
         await self._freshness()
+        await self._alerts()
         return self.phases
 
     def _config(self, mode: Mode, duration_s: float, **changes: Any) -> LoadConfig:
@@ -267,6 +279,39 @@ class Suite:
         )
         self.phases["freshness"] = {**probed, "background": loaded.report}
 
+    async def _alerts(self) -> None:
+        plan = self._plan
+        say(
+            f"alert notification latency for {plan.alert_s:.0f} s under "
+            f"{plan.alert_background_rate:,.0f} events/s of stream load"
+        )
+        probe_setup = await self._setup(1, [("count", None)], 1)
+        background_setup = await self._setup(
+            plan.accounts, meter_shapes(LOAD_METERS), plan.customers
+        )
+        background = self._config(
+            "stream",
+            plan.alert_s + 2.0,
+            rate=plan.alert_background_rate,
+            connections=plan.stream_connections,
+            batch_size=REQUEST_EVENTS,
+            track_totals=False,
+        )
+        loaded, probed = await asyncio.gather(
+            run_load(background, background_setup, label="alert background"),
+            measure_alert_latency(
+                self._stack.base_url,
+                self._stack.bootstrap,
+                self._stack.settings.topic_prefix,
+                probe_setup.accounts[0],
+                probers=plan.alert_probers,
+                duration_s=plan.alert_s,
+                max_probes=plan.alert_probes,
+                interval_s=plan.alert_probe_interval_s,
+            ),
+        )
+        self.phases["alerts"] = {**probed, "background": loaded.report}
+
     def peak_rss(self) -> dict[str, float | None]:
         stack = self._stack
         postgres, processes = (
@@ -275,6 +320,7 @@ class Suite:
         peaks: dict[str, float | None] = {
             "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
             "aggregator": mib(peak_rss_kib(stack.aggregator.pid)) if stack.aggregator.pid else None,
+            "alerts": mib(peak_rss_kib(stack.alerts.pid)) if stack.alerts.pid else None,
         }
         for name in ("fold_raw", "fold_overwrite"):
             if name in self.phases:

@@ -193,7 +193,8 @@ def benchmarks_markdown(results: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"Written by `{results['command']}` (`{results['argv']}`), which starts its own stack "
-        "(PostgreSQL, Kafka, one ingest process, one aggregator) on free loopback ports, runs "
+        "(PostgreSQL, Kafka, one ingest process, one aggregator, one alert evaluator) on free "
+        "loopback ports, runs "
         f"the fixed suite in {results['duration_s']:.0f} s, and keeps the raw figures in "
         f"`{results['results_dir']}/results.json` with a plot beside it. "
         f"{results['notes']}",
