@@ -43,9 +43,7 @@ def _spec_id(spec: TopicSpec) -> str:
     return spec.name
 
 
-@pytest.mark.parametrize(
-    "spec", [topic_specs("p.")[0], topic_specs("p.")[1]], ids=_spec_id
-)
+@pytest.mark.parametrize("spec", [topic_specs("p.")[0], topic_specs("p.")[1]], ids=_spec_id)
 def test_event_retention_outlives_stripes_35_day_backdating_window(spec: TopicSpec) -> None:
     assert int(spec.configs["retention.ms"]) >= 35 * _DAY_MS
     assert spec.configs["cleanup.policy"] == "delete"
