@@ -199,10 +199,10 @@ async def test_activate_deactivate_and_irreversible_archive(
 
     unknown = await http.post(f"{ALERTS}/alrt_test_nope/activate", headers=auth(key))
     assert v1_error(unknown, 404)["code"] == "resource_missing"
-    # An id no database text can hold is simply unknown, never a server error.
+    # An id no database text can hold is an unknown URL, never a server error.
     for method, suffix in (("GET", ""), ("POST", "/archive")):
         nul = await http.request(method, f"{ALERTS}/alrt%00x{suffix}", headers=auth(key))
-        assert v1_error(nul, 404)["code"] == "resource_missing"
+        assert v1_error(nul, 404)["message"].startswith("Unrecognized request URL")
     update = await http.post(path, data={"title": "x"}, headers=auth(key))
     assert update.status_code == 405
     extra = await http.post(
