@@ -4,7 +4,7 @@ ack, so a batch costs one round of broker round trips rather than one per record
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -23,7 +23,9 @@ class Producer(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]: ...
+    async def send(
+        self, topic: str, value: bytes, key: bytes, partition: int | None = None
+    ) -> asyncio.Future[Any]: ...
 
 
 class PublishFailed(Exception):
@@ -47,13 +49,26 @@ def idempotent_producer(bootstrap_servers: str, client_id: str) -> Producer:
 
 
 async def produce_all(
-    producer: Producer, topic: str, records: Sequence[KeyedValue], timeout_s: float = ACK_TIMEOUT_S
+    producer: Producer,
+    topic: str,
+    records: Sequence[KeyedValue],
+    timeout_s: float = ACK_TIMEOUT_S,
+    partition_of: Callable[[bytes], int] | None = None,
 ) -> None:
     """Send ``records`` and wait until Kafka acknowledged all of them, or raise
-    :class:`PublishFailed`."""
+    :class:`PublishFailed`. ``partition_of`` (e.g. a memoised
+    :class:`~meterflow.partitions.PartitionMap`) saves the producer hashing every key."""
     try:
         async with asyncio.timeout(timeout_s):
-            futures = [await producer.send(topic, value, key=key) for key, value in records]
+            futures = [
+                await producer.send(
+                    topic,
+                    value,
+                    key=key,
+                    partition=None if partition_of is None else partition_of(key),
+                )
+                for key, value in records
+            ]
             await asyncio.gather(*futures)
     except (KafkaError, TimeoutError) as exc:
         raise PublishFailed(f"{topic}: {exc!r}") from exc

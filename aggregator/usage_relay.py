@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry, Counter
 from aggregator.record_producer import Producer, PublishFailed, idempotent_producer, produce_all
 from aggregator.stored_offsets import DATABASE_ERRORS
 from meterflow.errors import ConfigurationError
+from meterflow.partitions import PartitionMap
 from meterflow.settings import Settings
-from meterflow.topics import usage_changes_topic
+from meterflow.topics import USAGE_CHANGES_PARTITIONS, usage_changes_topic
 from meterflow.usage_change_records import UsageChange, encode_usage_change, usage_change_key
 
 log = logging.getLogger("meterflow.aggregator.usage_relay")
@@ -67,6 +68,7 @@ class UsageRelay:
             raise ConfigurationError("the usage relay needs KAFKA_BOOTSTRAP_SERVERS")
         self._pool = pool
         self._topic = usage_changes_topic(settings.topic_prefix)
+        self._partition_of = PartitionMap(USAGE_CHANGES_PARTITIONS)
         self._producer = (
             producer_factory()
             if producer_factory is not None
@@ -141,6 +143,7 @@ class UsageRelay:
                 self._producer,
                 self._topic,
                 [(usage_change_key(c), encode_usage_change(c)) for c in changes],
+                partition_of=self._partition_of,
             )
             await conn.execute(
                 "DELETE FROM usage_changes WHERE seq = ANY($1::bigint[])", [r["seq"] for r in rows]

@@ -13,7 +13,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingest.auth import Principal
@@ -34,13 +33,13 @@ from meterflow.event_records import (
     partition_key,
 )
 from meterflow.event_rules import format_rfc3339
+from meterflow.partitions import PartitionMap
 from meterflow.rejected_records import RejectedRecord, Rejection, encode_rejected, rejected_key
 from meterflow.topics import METER_EVENTS_PARTITIONS
 
 SESSION = "/v2/billing/meter_event_session"
 SESSION_REVOKE = "/v2/billing/meter_event_session/revoke"
 STREAM = "/v2/billing/meter_event_stream"
-_MAX_CACHED_PARTITIONS = 200_000
 
 
 class StreamMetrics:
@@ -65,22 +64,6 @@ class StreamMetrics:
         )
 
 
-class PartitionMap:
-    """Which meter-events partition a key lands in, as Kafka's default partitioner decides."""
-
-    def __init__(self, partitions: int = METER_EVENTS_PARTITIONS) -> None:
-        self._partitions = partitions
-        self._cache: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes) -> int:
-        found = self._cache.get(key)
-        if found is None:
-            if len(self._cache) >= _MAX_CACHED_PARTITIONS:
-                self._cache.clear()
-            found = self._cache[key] = (murmur2(key) & 0x7FFFFFFF) % self._partitions
-        return found
-
-
 class MeterEventStreamApi:
     def __init__(
         self,
@@ -103,7 +86,7 @@ class MeterEventStreamApi:
         self._metrics = StreamMetrics(registry)
         self._receipts = ReceiptClock(clock)
         self._clock = clock
-        self._partition_of = PartitionMap()
+        self._partition_of = PartitionMap(METER_EVENTS_PARTITIONS)
 
     def routes(self) -> list[Route]:
         return [

@@ -260,7 +260,8 @@ def soak_markdown(results: dict[str, Any]) -> str:
         f"{machine['nproc']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB; "
         f"1-min loadavg before / after {machine['loadavg_before'][0]} / "
         f"{machine['loadavg_after'][0]}). Everything ran on this machine at once: PostgreSQL, "
-        f"Kafka, one ingest process, {plan['aggregators']} aggregator process(es) and the "
+        f"Kafka, one ingest process, {plan['aggregators']} aggregator process(es), one alert "
+        "evaluator and the "
         f"load generator ({load['workers']} processes x {load['connections_per_worker']} "
         "connections). Raw samples: `" + results["results_dir"] + "/soak.json`.",
         "",
