@@ -292,10 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20_000.0, help="events per second")
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
     parser.add_argument("--aggregators", type=int, default=1, help="aggregator processes")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="seconds to wait for the backlog"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--markdown", type=Path, default=REPO / "SOAK.md")
     args = parser.parse_args(argv)
-    plan = SoakPlan(rate=args.rate, duration_s=args.duration, aggregators=args.aggregators)
+    plan = SoakPlan(
+        rate=args.rate,
+        duration_s=args.duration,
+        aggregators=args.aggregators,
+        drain_timeout_s=args.drain_timeout,
+    )
     out_dir: Path = args.out / ("soak-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info(REPO) | {"loadavg_before": load_average()}
