@@ -8,16 +8,21 @@ from pathlib import Path
 _PROC = Path("/proc")
 
 
-def peak_rss_kib(pid: int) -> int | None:
-    """``VmHWM`` of one process in KiB; None if it is gone or unreadable."""
+def status_kib(pid: int, field: str) -> int | None:
+    """A KiB field (``VmHWM``, ``VmRSS``) of ``/proc/<pid>/status``; None if gone or unreadable."""
     try:
         text = (_PROC / str(pid) / "status").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return None
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """``VmHWM`` of one process in KiB: its resident-set high mark."""
+    return status_kib(pid, "VmHWM")
 
 
 def child_pids(parent: int) -> list[int]:

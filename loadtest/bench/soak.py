@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from deploy.ports import free_port
 from deploy.stack import ChildService, meterflow_child, wait_http_ready
 from loadtest.bench.machine import load_average, machine_info
-from loadtest.bench.processes import mib, peak_rss_kib
+from loadtest.bench.processes import mib, peak_rss_kib, status_kib
 from loadtest.bench.stack import BenchStack, bench_stack
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
@@ -64,17 +64,6 @@ class SoakPlan:
     customers: int = 500
     drain_timeout_s: float = 300.0
     verify_timeout_s: float = 120.0
-
-
-def current_rss_kib(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None
 
 
 class LagProbe:
@@ -151,7 +140,7 @@ async def _sample(
     probe: LagProbe, ingest: ChildService, started: float, out: list[dict[str, float]]
 ) -> None:
     lag, produced = await probe.records()
-    rss = current_rss_kib(ingest.pid) if ingest.pid else None
+    rss = status_kib(ingest.pid, "VmRSS") if ingest.pid else None
     out.append(
         {
             "t": round(time.perf_counter() - started, 1),
