@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from aggregator.fold import segments as split_segments
+from aggregator.event_columns import segments as split_segments
 from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
     OffsetFenced,

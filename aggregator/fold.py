@@ -1,16 +1,16 @@
-"""Pure fold logic: from decoded meter-events records to rows and rollup deltas.
+"""Pure fold logic: receipt order, UTC minutes and windows, and the election of pre-aggregated
+windows' survivors.
 
 Nothing here does I/O; :mod:`aggregator.rollup_store` applies the results in one transaction.
+Runs of many events are folded in column form instead (:mod:`aggregator.event_columns`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
-
-from meterflow.event_records import CancelRecord, EventsRecord, MeterEventsRecord
 
 MINUTE_S = 60
 DAY_S = 86_400
@@ -40,34 +40,9 @@ class EventRow:
     def receipt(self) -> Receipt:
         return (self.received_ms, self.receipt_batch, self.receipt_index)
 
-    @property
-    def dedupe_key(self) -> tuple[str, bool, str]:
-        return (self.account_id, self.livemode, self.identifier)
 
-    @property
-    def minute_key(self) -> MinuteKey:
-        return (
-            self.account_id,
-            self.livemode,
-            self.meter_id,
-            self.customer,
-            minute_of(self.event_ts),
-        )
-
-
-MinuteKey = tuple[str, bool, str, str, int]
 # (account, livemode, meter, customer, window start): one pre-aggregation window.
 WindowKey = tuple[str, bool, str, str, int]
-
-
-@dataclass(slots=True)
-class MinuteDelta:
-    """What a set of new events adds to one (meter, customer, minute) rollup row."""
-
-    value_sum: Decimal
-    event_count: int
-    last_value: Decimal
-    last_receipt: Receipt
 
 
 def minute_of(ts_s: int) -> int:
@@ -76,48 +51,6 @@ def minute_of(ts_s: int) -> int:
 
 def day_of(ts_s: int) -> int:
     return ts_s - ts_s % DAY_S
-
-
-def flatten(record: EventsRecord) -> list[EventRow]:
-    return [
-        EventRow(
-            account_id=record.account_id,
-            livemode=record.livemode,
-            meter_id=e.meter_id,
-            customer=e.customer,
-            identifier=e.identifier,
-            value=Decimal(e.value),
-            event_ts=e.timestamp_s,
-            received_ms=record.received_ms,
-            receipt_batch=record.batch,
-            receipt_index=index,
-        )
-        for index, e in enumerate(record.events)
-    ]
-
-
-def first_of_each_identifier(rows: Iterable[EventRow]) -> list[EventRow]:
-    """Drop repeats of an identifier within one batch, keeping the earliest received."""
-    seen: dict[tuple[str, bool, str], EventRow] = {}
-    for row in sorted(rows, key=lambda r: r.receipt):
-        seen.setdefault(row.dedupe_key, row)
-    return list(seen.values())
-
-
-def minute_deltas(rows: Iterable[EventRow]) -> dict[MinuteKey, MinuteDelta]:
-    """Sum, count and latest-received value per rollup row touched by ``rows``."""
-    deltas: dict[MinuteKey, MinuteDelta] = {}
-    for row in rows:
-        key = row.minute_key
-        delta = deltas.get(key)
-        if delta is None:
-            deltas[key] = MinuteDelta(row.value, 1, row.value, row.receipt)
-            continue
-        delta.value_sum += row.value
-        delta.event_count += 1
-        if row.receipt > delta.last_receipt:
-            delta.last_value, delta.last_receipt = row.value, row.receipt
-    return deltas
 
 
 def window_of(ts_s: int, window: TimeWindow) -> int:
@@ -136,19 +69,16 @@ def window_key(row: EventRow, window: TimeWindow) -> WindowKey:
     )
 
 
-def split_by_window(
+def keyed_by_window(
     rows: Iterable[EventRow], windows: Mapping[str, TimeWindow | None]
-) -> tuple[list[EventRow], list[tuple[WindowKey, EventRow]]]:
-    """Separate events of raw meters from those of pre-aggregated (hour/day) meters."""
-    raw: list[EventRow] = []
-    windowed: list[tuple[WindowKey, EventRow]] = []
+) -> list[tuple[WindowKey, EventRow]]:
+    """Each event of a pre-aggregated (hour/day) meter with its window; others are left out."""
+    keyed: list[tuple[WindowKey, EventRow]] = []
     for row in rows:
         window = windows.get(row.meter_id)
-        if window is None:
-            raw.append(row)
-        else:
-            windowed.append((window_key(row, window), row))
-    return raw, windowed
+        if window is not None:
+            keyed.append((window_key(row, window), row))
+    return keyed
 
 
 def latest_per_window(rows: Iterable[tuple[WindowKey, EventRow]]) -> dict[WindowKey, EventRow]:
@@ -184,28 +114,3 @@ def overwrites(
         if held is None or candidate.receipt > held.receipt:
             changes.append(Overwrite(key, candidate, held))
     return changes
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A run of consecutive event records, or a single cancel, in offset order."""
-
-    events: tuple[EventRow, ...] = ()
-    cancel: CancelRecord | None = None
-
-
-def segments(records: Sequence[MeterEventsRecord]) -> list[Segment]:
-    """Split a batch so every cancel is applied after the events that precede it."""
-    out: list[Segment] = []
-    pending: list[EventRow] = []
-    for record in records:
-        if isinstance(record, EventsRecord):
-            pending.extend(flatten(record))
-            continue
-        if pending:
-            out.append(Segment(events=tuple(pending)))
-            pending = []
-        out.append(Segment(cancel=record))
-    if pending:
-        out.append(Segment(events=tuple(pending)))
-    return out

@@ -6,19 +6,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aggregator.event_columns import Segment
+from aggregator.event_store import store_events
 from aggregator.fold import (
     DAY_S,
     MINUTE_S,
     EventRow,
-    Segment,
     TimeWindow,
-    day_of,
-    first_of_each_identifier,
+    keyed_by_window,
     latest_per_window,
-    minute_deltas,
     minute_of,
     overwrites,
-    split_by_window,
     window_of,
 )
 from aggregator.meter_windows import MeterWindows
@@ -29,19 +27,6 @@ from meterflow.event_records import CancelRecord
 from meterflow.pg import Conn
 
 _PARTITION_LOCK = 0x6D6676_0002  # serialises creation of meter_events day partitions
-
-_EVENT_COLUMNS = (
-    "account_id", "livemode", "meter_id", "customer", "identifier", "value", "event_ts",
-    "received_ms", "receipt_batch", "receipt_index",
-)  # fmt: skip
-
-
-# The incoming minute's latest event was received after the stored one (receipt order).
-_NEWER = (
-    "(r.last_received_ms IS NULL OR (EXCLUDED.last_received_ms, EXCLUDED.last_receipt_batch, "
-    "EXCLUDED.last_receipt_index) > (r.last_received_ms, r.last_receipt_batch, "
-    "r.last_receipt_index))"
-)
 
 
 class OffsetFenced(MeterflowError):
@@ -119,86 +104,6 @@ async def fence_offsets(conn: Conn, group: str, topic: str, spans: Sequence[Part
             )
 
 
-async def _insert_new_events(conn: Conn, rows: Sequence[EventRow]) -> list[EventRow]:
-    """Record identifiers; only events whose identifier was not seen before are returned."""
-    unique = first_of_each_identifier(rows)
-    inserted = await conn.fetch(
-        """INSERT INTO event_identifiers
-               (account_id, livemode, identifier, meter_id, customer, event_ts, received_ms)
-           SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[],
-                                $6::bigint[], $7::bigint[])
-           ON CONFLICT DO NOTHING
-           RETURNING account_id, livemode, identifier""",
-        [r.account_id for r in unique],
-        [r.livemode for r in unique],
-        [r.identifier for r in unique],
-        [r.meter_id for r in unique],
-        [r.customer for r in unique],
-        [r.event_ts for r in unique],
-        [r.received_ms for r in unique],
-    )
-    fresh = {(r["account_id"], r["livemode"], r["identifier"]) for r in inserted}
-    new_rows = [r for r in unique if r.dedupe_key in fresh]
-    if new_rows:
-        await conn.copy_records_to_table(
-            "meter_events",
-            records=[
-                (
-                    r.account_id,
-                    r.livemode,
-                    r.meter_id,
-                    r.customer,
-                    r.identifier,
-                    r.value,
-                    r.event_ts,
-                    r.received_ms,
-                    r.receipt_batch,
-                    r.receipt_index,
-                )
-                for r in new_rows
-            ],
-            columns=_EVENT_COLUMNS,
-        )
-    return new_rows
-
-
-async def _add_to_rollups(conn: Conn, rows: Sequence[EventRow]) -> None:
-    deltas = minute_deltas(rows)
-    if not deltas:
-        return
-    keys = list(deltas)
-    values = [deltas[k] for k in keys]
-    await conn.execute(
-        f"""INSERT INTO rollups_minute AS r
-               (account_id, livemode, meter_id, customer, minute_ts, value_sum, event_count,
-                last_value, last_received_ms, last_receipt_batch, last_receipt_index)
-           SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[],
-                                $6::numeric[], $7::bigint[], $8::numeric[], $9::bigint[],
-                                $10::text[], $11::int[])
-           ON CONFLICT (account_id, livemode, meter_id, customer, minute_ts) DO UPDATE SET
-               value_sum = r.value_sum + EXCLUDED.value_sum,
-               event_count = r.event_count + EXCLUDED.event_count,
-               last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE r.last_value END,
-               last_received_ms = CASE WHEN {_NEWER} THEN EXCLUDED.last_received_ms
-                                       ELSE r.last_received_ms END,
-               last_receipt_batch = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_batch
-                                         ELSE r.last_receipt_batch END,
-               last_receipt_index = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_index
-                                         ELSE r.last_receipt_index END""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [k[3] for k in keys],
-        [k[4] for k in keys],
-        [v.value_sum for v in values],
-        [v.event_count for v in values],
-        [v.last_value for v in values],
-        [v.last_receipt[0] for v in values],
-        [v.last_receipt[1] for v in values],
-        [v.last_receipt[2] for v in values],
-    )
-
-
 async def recompute_minute(
     conn: Conn, *, account_id: str, livemode: bool, meter_id: str, customer: str, minute_ts: int
 ) -> None:
@@ -240,14 +145,13 @@ async def recompute_minute(
     )
 
 
-async def _fold_events(
+async def _elect_survivors(
     conn: Conn, rows: Sequence[EventRow], windows: Mapping[str, TimeWindow | None]
 ) -> None:
-    """Add raw meters' events to their minutes; let pre-aggregated meters' events overwrite."""
-    raw, windowed = split_by_window(rows, windows)
-    await _add_to_rollups(conn, raw)
-    if windowed:
-        candidates = latest_per_window(windowed)
+    """Let new events of pre-aggregated meters replace their windows' survivors where newer."""
+    keyed = keyed_by_window(rows, windows)
+    if keyed:
+        candidates = latest_per_window(keyed)
         stored = await stored_survivors(conn, list(candidates))
         await apply_overwrites(conn, overwrites(candidates, stored))
 
@@ -302,11 +206,11 @@ async def _apply_cancel(
 
 
 def event_days(segments: Iterable[Segment]) -> set[int]:
-    return {day_of(row.event_ts) for s in segments for row in s.events}
+    return {day for s in segments for day in s.events.days()}
 
 
 def meter_ids(segments: Iterable[Segment]) -> set[str]:
-    ids = {row.meter_id for s in segments for row in s.events}
+    ids = {meter for s in segments for meter in s.events.meter_ids()}
     ids.update(s.cancel.meter_id for s in segments if s.cancel is not None)
     return ids
 
@@ -324,12 +228,14 @@ async def apply_batch(
 
     1. Lock the offset rows of the batch's partitions and check that each continues exactly where
        the last committed batch ended; otherwise roll back (:class:`OffsetFenced`).
-    2. For each run of events: keep identifiers not seen before (the dedupe set), store those raw
-       events, and add them to the minute rollups; for pre-aggregated meters, the latest received
-       event of each window replaces the window's survivor instead.
+    2. For each run of events, in one statement (:mod:`aggregator.event_store`): keep identifiers
+       not seen before (the dedupe set), store those raw events, add them to the minute rollups
+       and append the (meter, customer) usage they changed to the ``usage_changes`` feed; for
+       pre-aggregated meters, the latest received event of each window replaces the window's
+       survivor instead of adding to it.
     3. For each cancel: mark the raw event cancelled and rebuild its minute (raw meters) or
        re-elect its window's survivor (pre-aggregated meters) from what still counts.
-    4. Append the (meter, customer) usage this batch changed to the ``usage_changes`` feed.
+    4. Append the usage the cancels changed to ``usage_changes``.
     5. Advance the stored offsets past the batch.
     All of it commits together, or none of it does.
     """
@@ -337,7 +243,9 @@ async def apply_batch(
     changes = UsageChanges()
     async with conn.transaction():
         await fence_offsets(conn, group, topic, spans)
-        windows = await meter_windows.resolve(conn, meter_ids(segments))
+        meters = meter_ids(segments)
+        windows = await meter_windows.resolve(conn, meters)
+        windowed = {m: w for m in meters if (w := windows.get(m)) is not None}
         for segment in segments:
             if segment.cancel is not None:
                 cancelled = await _apply_cancel(conn, segment.cancel, windows)
@@ -347,14 +255,10 @@ async def apply_batch(
                 else:
                     outcome.cancels_unmatched += 1
                 continue
-            new_rows = await _insert_new_events(conn, segment.events)
-            outcome.events_new += len(new_rows)
-            outcome.events_duplicate += len(segment.events) - len(new_rows)
-            await _fold_events(conn, new_rows, windows)
-            changes.touch_all(
-                ((r.account_id, r.livemode, r.meter_id, r.customer), r.event_ts, r.received_ms)
-                for r in new_rows
-            )
+            stored = await store_events(conn, segment.events, windowed)
+            outcome.events_new += stored.new_count
+            outcome.events_duplicate += len(segment.events) - stored.new_count
+            await _elect_survivors(conn, stored.candidates, windows)
         await record_usage_changes(conn, changes)
         await conn.executemany(
             """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()

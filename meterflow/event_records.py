@@ -29,7 +29,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -40,8 +40,10 @@ class RecordDecodeError(ValueError):
     """A record that does not follow this contract (never produced by meterflow itself)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
+class AcceptedEvent(NamedTuple):
+    """One validated event. A named tuple: ingest builds one per accepted event and the aggregator
+    transposes a record's events into columns, and both are cheapest on a plain tuple."""
+
     meter_id: str
     event_name: str
     identifier: str
@@ -148,13 +150,13 @@ def _from_document(doc: Any) -> MeterEventsRecord:
     received_ms, batch = int(doc["received_ms"]), str(doc["batch"])
     if doc["kind"] == "events":
         events = tuple(
-            AcceptedEvent(
-                meter_id=str(e["meter"]),
-                event_name=str(e["name"]),
-                identifier=str(e["identifier"]),
-                customer=str(e["customer"]),
-                value=str(e["value"]),
-                timestamp_s=int(e["ts"]),
+            AcceptedEvent(  # positional: this runs once per event folded
+                str(e["meter"]),
+                str(e["name"]),
+                str(e["identifier"]),
+                str(e["customer"]),
+                str(e["value"]),
+                int(e["ts"]),
             )
             for e in doc["events"]
         )

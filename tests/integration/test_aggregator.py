@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aggregator.consumer import RollupConsumer
-from aggregator.fold import segments
+from aggregator.event_columns import segments
 from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
     OffsetFenced,

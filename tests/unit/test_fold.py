@@ -1,6 +1,5 @@
-from decimal import Decimal
-
-from aggregator.fold import first_of_each_identifier, flatten, minute_deltas, minute_of, segments
+from aggregator.event_columns import EventColumns, segments
+from aggregator.fold import minute_of
 from meterflow.event_records import (
     AcceptedEvent,
     CancelRecord,
@@ -44,37 +43,6 @@ def test_partition_key_separates_accounts_modes_and_customers() -> None:
     assert len(keys) == 4
 
 
-def test_minute_deltas_sum_count_and_last_by_receipt_not_timestamp() -> None:
-    rows = flatten(_record(1000, "b", _event("a", "1", 125), _event("b", "2", 61)))
-    rows += flatten(_record(900, "z", _event("c", "10", 179)))  # received earlier, later ts
-    deltas = minute_deltas(rows)
-    assert set(deltas) == {
-        ("acct_1", False, "mtr_1", "cus_1", 60),
-        ("acct_1", False, "mtr_1", "cus_1", 120),
-    }
-    first = deltas[("acct_1", False, "mtr_1", "cus_1", 60)]
-    assert (first.value_sum, first.event_count) == (Decimal(2), 1)
-    second = deltas[("acct_1", False, "mtr_1", "cus_1", 120)]
-    assert (second.value_sum, second.event_count, second.last_value) == (Decimal(11), 2, Decimal(1))
-    assert second.last_receipt == (1000, "b", 0)
-
-
-def test_same_millisecond_ties_break_on_batch_then_index() -> None:
-    rows = flatten(_record(5, "b", _event("x", "1", 0), _event("y", "2", 0)))
-    rows += flatten(_record(5, "a", _event("z", "3", 0)))
-    assert minute_deltas(rows)[("acct_1", False, "mtr_1", "cus_1", 0)].last_value == Decimal(2)
-
-
-def test_repeated_identifiers_keep_the_first_received() -> None:
-    rows = flatten(_record(2000, "b", _event("dup", "5", 0)))
-    rows += flatten(_record(1000, "a", _event("dup", "7", 0), _event("other", "1", 0)))
-    kept = first_of_each_identifier(rows)
-    assert sorted((r.identifier, r.value) for r in kept) == [
-        ("dup", Decimal(7)),
-        ("other", Decimal(1)),
-    ]
-
-
 def test_segments_keep_cancels_after_the_events_before_them() -> None:
     cancel = CancelRecord("acct_1", False, 3, "c", "mtr_1", "tokens", "a", "cus_1")
     split = segments(
@@ -86,3 +54,25 @@ def test_segments_keep_cancels_after_the_events_before_them() -> None:
 
 def test_minute_of_floors_to_the_utc_minute() -> None:
     assert [minute_of(t) for t in (0, 59, 60, 1717243259)] == [0, 0, 60, 1717243200]
+
+
+def test_columns_transpose_records_with_each_events_place_in_its_record() -> None:
+    columns = EventColumns()
+    columns.add(_record(1000, "b1", _event("a", "1.5", 86_399), _event("b", "-2", 86_400, "cus_2")))
+    columns.add(_record(1001, "b2"))  # an empty record adds nothing
+    columns.add(_record(1002, "b3", _event("c", "7", 10)))
+    assert len(columns) == 3
+    assert columns.arrays() == (
+        ["acct_1"] * 3,
+        [False] * 3,
+        ["mtr_1"] * 3,
+        ["cus_1", "cus_2", "cus_1"],
+        ["a", "b", "c"],
+        ["1.5", "-2", "7"],
+        [86_399, 86_400, 10],
+        [1000, 1000, 1002],
+        ["b1", "b1", "b3"],
+        [0, 1, 0],
+    )
+    assert columns.days() == {0, 86_400}
+    assert columns.meter_ids() == {"mtr_1"}
