@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,8 @@ class SuitePlan:
     verify_timeout_s: float = 90.0
 
 
+PHASES = ("noop", "v2", "v1", "stream", "ceilings", "fold", "freshness", "alerts")
+
 QUICK = SuitePlan(
     noop_s=3.0,
     noop_stream_s=2.0,
@@ -127,15 +129,21 @@ class Suite:
         self._plan = plan
         self.phases: dict[str, Any] = {}
 
-    async def run(self) -> dict[str, Any]:
-        await self._noop()
-        await self._load("v2", "v2", self._plan.v2_s)
-        await self._load("v1", "v1", self._plan.v1_s)
-        await self._stream()
-        await self._ceilings()
-        await self._folds()
-        await self._freshness()
-        await self._alerts()
+    async def run(self, only: Sequence[str] = ()) -> dict[str, Any]:
+        """Every phase in order, or just those named in ``only`` (see :data:`PHASES`)."""
+        steps: dict[str, Callable[[], Awaitable[None]]] = {
+            "noop": self._noop,
+            "v2": lambda: self._load("v2", "v2", self._plan.v2_s),
+            "v1": lambda: self._load("v1", "v1", self._plan.v1_s),
+            "stream": self._stream,
+            "ceilings": self._ceilings,
+            "fold": self._folds,
+            "freshness": self._freshness,
+            "alerts": self._alerts,
+        }
+        for name, step in steps.items():
+            if not only or name in only:
+                await step()
         return self.phases
 
     def _config(self, mode: Mode, duration_s: float, **changes: Any) -> LoadConfig:
@@ -362,8 +370,11 @@ def _notes(plan: SuitePlan) -> str:
     )
 
 
-def _write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+def _write_outputs(results: dict[str, Any], out_dir: Path, *, whole_suite: bool) -> None:
     (out_dir / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    if not whole_suite:  # BENCHMARKS.md always shows a complete run
+        say(f"wrote {out_dir / 'results.json'}")
+        return
     plot = plot_run(results, out_dir / "bench.png")
     say(f"plot: {plot}" if plot else "no plot: matplotlib is not installed (the bench extra)")
     (REPO / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
@@ -374,8 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--quick", action="store_true", help="a much shorter suite, for trials")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PHASES,
+        default=[],
+        help="run just this phase (repeatable); BENCHMARKS.md is then left as it is",
+    )
+    parser.add_argument("--fold-events", type=int, help="events per fold-rate workload")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else SuitePlan()
+    if args.fold_events:
+        plan = replace(plan, fold_events=args.fold_events)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir: Path = args.out / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -385,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
             suite = Suite(stack, plan)
-            phases = uvloop.run(suite.run())
+            phases = uvloop.run(suite.run(args.only))
             peak_rss = suite.peak_rss()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -403,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "phases": phases,
         "peak_rss_mib": peak_rss,
     }
-    _write_outputs(results, out_dir)
+    _write_outputs(results, out_dir, whole_suite=not args.only)
     for row in result_rows(results):
         print(" | ".join(row))
     failed = [
