@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, TypeVar
 
 from loadtest.plan import AccountPlan, RunSetup, TrafficMix, customer_id
 
@@ -31,8 +31,10 @@ _TOO_OLD_S = 40 * 86_400
 _IN_FUTURE_S = 3_600
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedEvent:
+class PlannedEvent(NamedTuple):
+    """One event to send. A named tuple: the generator makes one per event and must stay cheap
+    next to the server it measures on the same cores."""
+
     kind: EventKind
     account: int  # index into RunSetup.accounts
     event_name: str
@@ -80,12 +82,12 @@ class LaneTraffic:
     def next_event(self, now_s: int, account: int | None = None) -> PlannedEvent:
         """The next event, for ``account`` if given, else for a random account."""
         if account is None:
-            account = self._rng.randrange(len(self._accounts))
+            account = int(self._rng.random() * len(self._accounts))
         roll = self._rng.random()
         if roll < self._mix.duplicate_ratio:
             earlier = self._acknowledged[account]
             if earlier:
-                return replace(self._rng.choice(earlier), kind="duplicate")
+                return _pick(self._rng, earlier)._replace(kind="duplicate")
             return self._new(now_s, account)  # nothing acknowledged yet to repeat
         if roll < self._mix.duplicate_ratio + self._mix.invalid_ratio:
             return self._invalid(now_s, account)
@@ -107,7 +109,7 @@ class LaneTraffic:
 
     def _new(self, now_s: int, account: int) -> PlannedEvent:
         rng = self._rng
-        meter = rng.choice(self._accounts[account].meters)
+        meter = _pick(rng, self._accounts[account].meters)
         timestamp_s = now_s
         if rng.random() < self._mix.late_ratio:
             timestamp_s -= rng.randint(self._mix.min_late_s, self._mix.max_late_s)
@@ -115,7 +117,7 @@ class LaneTraffic:
             kind="new",
             account=account,
             event_name=meter.event_name,
-            customer=rng.choice(self.customers),
+            customer=_pick(rng, self.customers),
             value=_value(rng),
             timestamp_s=timestamp_s,
             identifier=self._identifier(),
@@ -125,19 +127,27 @@ class LaneTraffic:
         base = self._new(now_s, account)
         reason = self._rng.choice(INVALID_REASONS)
         if reason == "no_meter":
-            return replace(base, kind="invalid", invalid_reason=reason, event_name="lt_no_meter")
+            return base._replace(kind="invalid", invalid_reason=reason, event_name="lt_no_meter")
         if reason == "no_customer":
-            return replace(base, kind="invalid", invalid_reason=reason, customer=None)
+            return base._replace(kind="invalid", invalid_reason=reason, customer=None)
         if reason == "bad_value":
             value = self._rng.choice(("1e3", "ten", "+5", " 7", "0x10", "NaN"))
-            return replace(base, kind="invalid", invalid_reason=reason, value=value)
+            return base._replace(kind="invalid", invalid_reason=reason, value=value)
         offset = -_TOO_OLD_S if reason == "too_old" else _IN_FUTURE_S
-        return replace(base, kind="invalid", invalid_reason=reason, timestamp_s=now_s + offset)
+        return base._replace(kind="invalid", invalid_reason=reason, timestamp_s=now_s + offset)
+
+
+T = TypeVar("T")
+
+
+def _pick(rng: random.Random, items: Sequence[T]) -> T:
+    """A uniformly chosen item: ``rng.choice`` at a fraction of its cost (one ``random()``)."""
+    return items[int(rng.random() * len(items))]
 
 
 def _value(rng: random.Random) -> str:
     """A positive decimal string: mostly integers, sometimes with a two-digit fraction."""
     if rng.random() < 0.7:
-        return str(rng.randint(1, 1000))
-    cents = rng.randint(1, 100_000)
+        return str(1 + int(rng.random() * 1000))
+    cents = 1 + int(rng.random() * 100_000)
     return f"{cents // 100}.{cents % 100:02d}"

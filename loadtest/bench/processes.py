@@ -1,11 +1,14 @@
-"""Peak memory of processes, from ``/proc/<pid>/status`` (``VmHWM``: the resident-set high mark)."""
+"""Memory and CPU of processes, from ``/proc``: ``VmHWM`` (the resident-set high mark), ``VmRSS``
+and the user + system CPU time."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 _PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def status_kib(pid: int, field: str) -> int | None:
@@ -51,3 +54,40 @@ def peak_rss_tree_kib(pid: int) -> tuple[int | None, int]:
 
 def mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
+
+
+ProcessTable = dict[int, tuple[int, float]]  # pid -> (parent pid, user + system CPU seconds)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces and
+    parentheses), or None if the process is gone."""
+    try:
+        return (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_table() -> ProcessTable:
+    """Every process's parent and CPU seconds, from one pass over ``/proc``."""
+    table: ProcessTable = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    return table
+
+
+def tree_cpu_seconds(
+    pid: int, excluded: frozenset[int] = frozenset(), table: ProcessTable | None = None
+) -> float:
+    """A process and its descendants, except the ``excluded`` children (and their own)."""
+    table = process_table() if table is None else table
+    children = [c for c, (parent, _) in table.items() if parent == pid and c not in excluded]
+    own = table.get(pid, (0, 0.0))[1]
+    return own + sum(tree_cpu_seconds(child, table=table) for child in children)

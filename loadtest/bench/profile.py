@@ -29,33 +29,16 @@ from pathlib import Path
 
 import uvloop
 
-from loadtest.bench.processes import child_pids
+from loadtest.bench.processes import tree_cpu_seconds
 from loadtest.bench.stack import BenchStack, bench_stack
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
 from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
 from loadtest.provision import create_accounts, provision
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def say(message: str) -> None:
     print(f"profile: {message}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def tree_cpu_seconds(pid: int, excluded: frozenset[int] = frozenset()) -> float:
-    """A process and its direct children, except the ``excluded`` children (and their own)."""
-    children = [child for child in child_pids(pid) if child not in excluded]
-    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
 
 
 @dataclass(frozen=True, slots=True)

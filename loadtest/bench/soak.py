@@ -6,7 +6,9 @@ like ``make bench``, optionally with more aggregator processes in the consumer g
 
 - the aggregator's lag in records: Kafka's end offsets minus the offsets stored with the
   rollups in PostgreSQL (what is really folded, independent of any process's own metrics);
-- the ingest process's resident memory.
+- the ingest process's resident memory;
+- the CPU time of every process (ingest, aggregators, alert evaluator, Kafka, PostgreSQL and
+  the load generator), reported as cores used over the steady part of the load.
 
 Afterwards it measures how long the backlog takes to drain, checks every (meter, customer,
 window) total against the summaries (lost / doubled), and writes ``soak.json`` and ``SOAK.md``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -36,7 +39,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from deploy.ports import free_port
 from deploy.stack import ChildService, meterflow_child, wait_http_ready
 from loadtest.bench.machine import load_average, machine_info
-from loadtest.bench.processes import mib, peak_rss_kib, status_kib
+from loadtest.bench.processes import (
+    mib,
+    peak_rss_kib,
+    process_table,
+    status_kib,
+    tree_cpu_seconds,
+)
 from loadtest.bench.stack import BenchStack, bench_stack
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
@@ -115,7 +124,7 @@ def slope_per_s(points: list[tuple[float, float]]) -> float:
     return sum((t - mean_t) * (y - mean_y) for t, y in points) / var
 
 
-def lag_verdict(samples: list[dict[str, float]], duration_s: float) -> dict[str, Any]:
+def lag_verdict(samples: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
     """Whether the backlog stayed bounded over the load (see the module docstring)."""
     during = [s for s in samples if s["t"] <= duration_s]
     if not during:
@@ -136,8 +145,52 @@ def lag_verdict(samples: list[dict[str, float]], duration_s: float) -> dict[str,
     }
 
 
+def soak_processes(stack: BenchStack, extra: list[ChildService]) -> dict[str, int]:
+    """The stack's processes by name; the load generator is this process and its other children."""
+    named = {
+        "ingest": stack.ingest.pid,
+        "aggregator": stack.aggregator.pid,
+        **{f"aggregator {n + 2}": child.pid for n, child in enumerate(extra)},
+        "alert evaluator": stack.alerts.pid,
+        "Kafka": stack.kafka_pid,
+        "PostgreSQL": stack.postgres_pid,
+    }
+    return {name: pid for name, pid in named.items() if pid}
+
+
+def cpu_by_process(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process tree, of the load generator's worker processes (our
+    other children) and of this process (the soak's driver: pacing, sampling, progress)."""
+    table = process_table()
+    used = {name: tree_cpu_seconds(pid, table=table) for name, pid in processes.items()}
+    driver = tree_cpu_seconds(os.getpid(), frozenset(table), table)  # no children: itself only
+    ours = tree_cpu_seconds(os.getpid(), frozenset(processes.values()), table)
+    used["load generator"] = ours - driver
+    used["soak driver"] = driver
+    return used
+
+
+def cores_used(samples: list[dict[str, Any]], from_s: float, to_s: float) -> dict[str, float]:
+    """Cores each process used between the first sample at or after ``from_s`` and the last at or
+    before ``to_s`` (the generator's worker processes are gone once the load ends)."""
+    window = [s for s in samples if from_s <= s["t"] <= to_s]
+    if len(window) < 2:
+        return {}
+    first, last = window[0], window[-1]
+    span = last["t"] - first["t"]
+    return {
+        name: round((last["cpu"][name] - first["cpu"][name]) / span, 2)
+        for name in last["cpu"]
+        if name in first["cpu"]
+    }
+
+
 async def _sample(
-    probe: LagProbe, ingest: ChildService, started: float, out: list[dict[str, float]]
+    probe: LagProbe,
+    ingest: ChildService,
+    processes: dict[str, int],
+    started: float,
+    out: list[dict[str, Any]],
 ) -> None:
     lag, produced = await probe.records()
     rss = status_kib(ingest.pid, "VmRSS") if ingest.pid else None
@@ -147,6 +200,7 @@ async def _sample(
             "lag": float(lag),
             "produced": float(produced),
             "ingest_rss_mib": mib(rss) or 0.0,
+            "cpu": cpu_by_process(processes),
         }
     )
 
@@ -187,18 +241,19 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             mix=MIX,
         )
         say(f"stream at {plan.rate:,.0f} events/s for {plan.duration_s:.0f} s")
-        samples: list[dict[str, float]] = []
+        samples: list[dict[str, Any]] = []
+        processes = soak_processes(stack, extra)
         started = time.perf_counter()
         load = asyncio.create_task(run_load(config, setup, label="soak"))
         while not load.done():
-            await _sample(probe, stack.ingest, started, samples)
+            await _sample(probe, stack.ingest, processes, started, samples)
             await asyncio.wait({load}, timeout=plan.sample_s)
         result = load.result()
         load_s = time.perf_counter() - started
         say("load finished; draining the backlog")
         drain_s: float | None = None
         while time.perf_counter() - started < load_s + plan.drain_timeout_s:
-            await _sample(probe, stack.ingest, started, samples)
+            await _sample(probe, stack.ingest, processes, started, samples)
             if samples[-1]["lag"] == 0:
                 drain_s = round(time.perf_counter() - started - load_s, 1)
                 break
@@ -224,6 +279,8 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     return {
         "load": result.report,
         "lag": lag_verdict(samples, load_s),
+        # Past the first 10 s (connections, first batches) up to the load's last full sample.
+        "cores_used": cores_used(samples, 10.0, load_s - plan.sample_s),
         "drain_s": drain_s,
         "samples": samples,
         "verification": verification,
@@ -271,6 +328,9 @@ def soak_markdown(results: dict[str, Any]) -> str:
         f"| Peak RSS | ingest {soak['peak_rss_mib']['ingest']} MiB, aggregator "
         f"{soak['peak_rss_mib']['aggregator']} MiB |",
         f"| Outcomes | {', '.join(f'{k} {v}' for k, v in load['outcomes'].items())} |",
+        f"| CPU, cores used during the load (of {machine['nproc']}) | "
+        + (", ".join(f"{k} {v:.2f}" for k, v in soak.get("cores_used", {}).items()) or "n/a")
+        + " |",
         "",
     ]
     return "\n".join(lines)
