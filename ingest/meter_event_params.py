@@ -21,9 +21,9 @@ from meterflow.event_rules import (
     MAX_PAYLOAD_VALUE_LENGTH,
     EventRuleBroken,
     check_timestamp,
+    check_value,
     format_rfc3339,
     parse_rfc3339,
-    parse_value,
     payload_customer_and_value,
 )
 
@@ -111,7 +111,7 @@ def accept_event(
         customer, value = payload_customer_and_value(
             event.payload, meter.customer_key, meter.value_key
         )
-        parse_value(value, meter.value_key)
+        check_value(value, meter.value_key)
         check_timestamp(timestamp_s, now_s)
     except EventRuleBroken as broken:
         raise InvalidRequest(broken.message, code=broken.sync_code, param=broken.param) from broken

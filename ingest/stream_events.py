@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ingest.meter_store import Meter
 from ingest.params import control_character
@@ -28,8 +27,8 @@ from meterflow.event_rules import (
     MAX_PAYLOAD_VALUE_LENGTH,
     EventRuleBroken,
     check_timestamp,
+    check_value,
     parse_rfc3339,
-    parse_value,
     payload_customer_and_value,
 )
 from meterflow.rejected_records import Rejection
@@ -38,8 +37,9 @@ MAX_STREAM_EVENTS = 100
 _EVENT_FIELDS = frozenset(("event_name", "payload", "identifier", "timestamp"))
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
+class StreamEvent(NamedTuple):
+    """One structurally valid stream event (a named tuple: up to 100 are built per request)."""
+
     event_name: str
     payload: dict[str, str]
     identifier: str
@@ -123,9 +123,8 @@ def _stream_event(raw: Any, index: int, idempotency_key: str | None) -> StreamEv
     where = f"events[{index}]"
     if not isinstance(raw, dict):
         raise _bad(f"{where} must be an object.", where)
-    unknown = set(raw) - _EVENT_FIELDS
-    if unknown:
-        name = sorted(unknown)[0][:40]
+    if not raw.keys() <= _EVENT_FIELDS:
+        name = sorted(set(raw) - _EVENT_FIELDS)[0][:40]
         raise InvalidRequest(f"Received unknown parameter: {where}.{name}",
                              code="parameter_unknown", param=f"{where}.{name}")  # fmt: skip
     event_name = _string(raw, "event_name", where, MAX_EVENT_NAME)
@@ -178,7 +177,7 @@ def check_stream_event(
         customer, value = payload_customer_and_value(
             event.payload, meter.customer_key, meter.value_key
         )
-        parse_value(value, meter.value_key)
+        check_value(value, meter.value_key)
         check_timestamp(timestamp_s, now_s)
     except EventRuleBroken as broken:
         return rejected(broken.async_code, broken.message)
