@@ -18,6 +18,7 @@ import uvloop
 
 from loadtest.stream_sessions import StreamUnavailable
 from loadtest.worker import Worker, WorkerPlan
+from meterflow.runtime import tune_garbage_collector
 
 _GO_TIMEOUT_S = 120.0
 
@@ -25,6 +26,7 @@ _GO_TIMEOUT_S = 120.0
 def worker_process_main(
     plan: WorkerPlan, queue: Queue[Any], go: Event, start_at: Synchronized[float]
 ) -> None:
+    tune_garbage_collector()  # the generator shares the cores with what it measures
     uvloop.run(_serve(plan, queue, go, start_at))
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from meterflow.errors import ConfigurationError, MeterflowError
+from meterflow.runtime import tune_garbage_collector
 from meterflow.settings import Settings, environment_variables, load_settings
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
     from ingest.server import run_ingest  # noqa: PLC0415
 
     _need_database(settings)
+    tune_garbage_collector()
     run_ingest(settings)
     return 0
 
@@ -50,6 +52,7 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
     from aggregator.service import run_aggregator  # noqa: PLC0415
 
+    tune_garbage_collector()
     run_aggregator(settings)
     return 0
 
@@ -59,6 +62,7 @@ def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
 
     _need_database(settings)
     _need_kafka(settings)
+    tune_garbage_collector()
     run_alerts(settings)
     return 0
 
