@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aggregator.event_columns import EventColumns
 from aggregator.fold import MINUTE_S, WINDOW_S, EventRow, TimeWindow
+from aggregator.window_store import event_row
 from meterflow.pg import Conn
 
 # Receipt order in SQL: (received_ms, receipt_batch, receipt_index), with batch ids compared
@@ -117,21 +117,6 @@ class StoredRun:
     candidates: list[EventRow]
 
 
-def _event_row(r: Any) -> EventRow:
-    return EventRow(
-        account_id=r["account_id"],
-        livemode=r["livemode"],
-        meter_id=r["meter_id"],
-        customer=r["customer"],
-        identifier=r["identifier"],
-        value=r["value"],
-        event_ts=r["event_ts"],
-        received_ms=r["received_ms"],
-        receipt_batch=r["receipt_batch"],
-        receipt_index=r["receipt_index"],
-    )
-
-
 async def store_events(
     conn: Conn, events: EventColumns, windows: Mapping[str, TimeWindow]
 ) -> StoredRun:
@@ -141,5 +126,5 @@ async def store_events(
     meters = sorted(windows)
     sizes = [WINDOW_S[windows[m]] for m in meters]
     rows = await conn.fetch(_STORE_EVENTS, *events.arrays(), meters, sizes)
-    candidates = [_event_row(r) for r in rows if r["identifier"] is not None]
+    candidates = [event_row(r) for r in rows if r["identifier"] is not None]
     return StoredRun(int(rows[0]["new_count"]), candidates)

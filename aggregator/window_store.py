@@ -22,12 +22,14 @@ def _key_arrays(keys: Sequence[WindowKey]) -> list[list[object]]:
     return [[k[i] for k in keys] for i in range(5)]
 
 
-def _event_row(key: WindowKey, r: asyncpg.Record) -> EventRow:
+def event_row(r: asyncpg.Record) -> EventRow:
+    """An event as a row of ``meter_events`` or ``window_survivors`` (or the fold's candidates)
+    holds it."""
     return EventRow(
-        account_id=key[0],
-        livemode=key[1],
-        meter_id=key[2],
-        customer=key[3],
+        account_id=r["account_id"],
+        livemode=r["livemode"],
+        meter_id=r["meter_id"],
+        customer=r["customer"],
         identifier=r["identifier"],
         value=r["value"],
         event_ts=r["event_ts"],
@@ -51,7 +53,7 @@ async def stored_survivors(conn: Conn, keys: Sequence[WindowKey]) -> dict[Window
     out: dict[WindowKey, EventRow] = {}
     for r in rows:
         key = (r["account_id"], r["livemode"], r["meter_id"], r["customer"], r["window_ts"])
-        out[key] = _event_row(key, r)
+        out[key] = event_row(r)
     return out
 
 
@@ -132,7 +134,8 @@ async def recompute_window(conn: Conn, key: WindowKey, window: TimeWindow) -> No
     """Re-elect a window's survivor from the raw events that still count (after a cancel)."""
     account_id, livemode, meter_id, customer, window_ts = key
     latest = await conn.fetchrow(
-        """SELECT identifier, value, event_ts, received_ms, receipt_batch, receipt_index
+        """SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts,
+                  received_ms, receipt_batch, receipt_index
            FROM meter_events
            WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
              AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled
@@ -154,6 +157,6 @@ async def recompute_window(conn: Conn, key: WindowKey, window: TimeWindow) -> No
             )
             await _drop_minutes(conn, [held])
         return
-    survivor = _event_row(key, latest)
+    survivor = event_row(latest)
     if held is None or held.receipt != survivor.receipt:
         await apply_overwrites(conn, [Overwrite(key, survivor, held)])

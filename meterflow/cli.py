@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from meterflow.errors import ConfigurationError, MeterflowError
-from meterflow.runtime import tune_garbage_collector
+from meterflow.runtime import lower_priority, tune_garbage_collector
 from meterflow.settings import Settings, environment_variables, load_settings
 
 T = TypeVar("T")
@@ -53,6 +53,7 @@ def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
     from aggregator.service import run_aggregator  # noqa: PLC0415
 
     tune_garbage_collector()
+    lower_priority(settings.consumer_nice)
     run_aggregator(settings)
     return 0
 
@@ -63,6 +64,7 @@ def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
     _need_database(settings)
     _need_kafka(settings)
     tune_garbage_collector()
+    lower_priority(settings.consumer_nice)
     run_alerts(settings)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 # CPython collects the young generation after every 700 net container allocations. A stream
 # request or a fold batch allocates tens of thousands of short-lived dicts and tuples, almost none
@@ -18,3 +19,9 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
+
+
+def lower_priority(niceness: int) -> int:
+    """Add ``niceness`` to this process's scheduling niceness (never needs privileges); returns
+    the resulting niceness. For throughput work that shares cores with a latency-bound server."""
+    return os.nice(niceness)

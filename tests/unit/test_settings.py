@@ -60,3 +60,11 @@ def test_alert_evaluator_settings_have_defaults_and_come_from_the_environment() 
         {"METERFLOW_ALERTS_CONSUMER_GROUP": "alerts-2", "METERFLOW_ALERTS_METRICS_PORT": "9182"}
     )
     assert (settings.alerts_consumer_group, settings.alerts_metrics_port) == ("alerts-2", 9182)
+
+
+def test_consumer_niceness_defaults_to_ten_and_stays_within_what_nice_allows() -> None:
+    assert load_settings({}).consumer_nice == 10
+    assert load_settings({"METERFLOW_CONSUMER_NICE": "0"}).consumer_nice == 0
+    for bad in ("-1", "20"):
+        with pytest.raises(ConfigurationError, match="CONSUMER_NICE"):
+            load_settings({"METERFLOW_CONSUMER_NICE": bad})
