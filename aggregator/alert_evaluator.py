@@ -33,7 +33,7 @@ from aggregator.alert_store import (
     usage_totals,
     watching_alerts,
 )
-from aggregator.consumer import LagCollector
+from aggregator.consumer_lag import track_lag
 from aggregator.record_producer import Producer, idempotent_producer
 from aggregator.stored_offsets import (
     DATABASE_ERRORS,
@@ -78,8 +78,7 @@ class AlertEvaluator:
         self._group = settings.alerts_consumer_group
         self.metrics = AlertMetrics(registry)
         self._consumer = folding_consumer(settings, self._group)
-        self._lag = LagCollector(group=self._group, topic=self._topic, consumer=self._consumer)
-        registry.register(self._lag)
+        self._lag = track_lag(registry, self._group, self._consumer)
         producer = (
             producer_factory()
             if producer_factory is not None
@@ -174,8 +173,7 @@ class AlertEvaluator:
                     recorded = await record_firings(conn, fired, now_ms=int(self._clock() * 1000))
         self._observe(batch, recorded, touched, started)
         await self.publisher.publish([_stored(r) for r in recorded])
-        for partition, (_, last) in offsets.items():
-            self._lag.positions[partition] = last + 1
+        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
         await commit_advisory(self._consumer, self._topic, offsets)
         return recorded
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
+from aggregator.consumer_lag import track_lag
 from aggregator.event_columns import segments as split_segments
 from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
@@ -84,35 +82,6 @@ class FoldMetrics:
         )
 
 
-@dataclass(eq=False)  # collectors are registered by identity
-class LagCollector(Collector):
-    """Consumer lag per partition: the broker's high watermark minus the next offset to fold.
-
-    Computed when scraped, from the watermarks the consumer last fetched and the positions this
-    process recorded after each committed batch or seek.
-    """
-
-    group: str
-    topic: str
-    consumer: AIOKafkaConsumer | None = None
-    positions: dict[int, int] = field(default_factory=dict)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "meterflow_consumer_lag_records",
-            "Records between the next offset to fold and the partition's high watermark.",
-            labels=["group", "topic", "partition"],
-        )
-        if self.consumer is not None:
-            for tp in self.consumer.assignment():
-                highwater = self.consumer.highwater(tp)
-                position = self.positions.get(tp.partition)
-                if highwater is not None and position is not None:
-                    lag = max(0, highwater - position)
-                    family.add_metric([self.group, tp.topic, str(tp.partition)], lag)
-        yield family
-
-
 class RollupConsumer:
     def __init__(
         self,
@@ -128,13 +97,11 @@ class RollupConsumer:
         self._topic = meter_events_topic(settings.topic_prefix)
         self._group = settings.consumer_group
         self.metrics = FoldMetrics(registry)
-        self._lag = LagCollector(group=self._group, topic=self._topic)
-        registry.register(self._lag)
         self._known_days: set[int] = set()
         self._meter_windows = MeterWindows()
         self._stopping = asyncio.Event()
         self._consumer = folding_consumer(settings, self._group)
-        self._lag.consumer = self._consumer
+        self._lag = track_lag(registry, self._group, self._consumer)
         # Told after each commit that changed usage (the usage relay wakes on it).
         self._on_fold = on_fold
 
@@ -142,7 +109,7 @@ class RollupConsumer:
         positions = await seek_to_stored(
             self._consumer, self._pool, self._group, self._topic, assigned
         )
-        self._lag.positions.update(positions)
+        self._lag.folded_up_to(positions)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -204,8 +171,7 @@ class RollupConsumer:
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)
         self.metrics.cancels.labels("applied").inc(outcome.cancels_applied)
         self.metrics.cancels.labels("unmatched").inc(outcome.cancels_unmatched)
-        for partition, (_, last) in offsets.items():
-            self._lag.positions[partition] = last + 1
+        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
         self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         await commit_advisory(self._consumer, self._topic, offsets)

@@ -14,6 +14,7 @@ import asyncpg
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
+from aggregator.consumer_lag import track_lag
 from aggregator.error_report_store import apply_tallies
 from aggregator.error_reports import tally_rejections
 from aggregator.rollup_store import OffsetFenced, spans_of
@@ -82,9 +83,13 @@ class ErrorReportConsumer:
         self.metrics = ErrorReportMetrics(registry)
         self._stopping = asyncio.Event()
         self._consumer = folding_consumer(settings, self._group)
+        self._lag = track_lag(registry, self._group, self._consumer)
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        await seek_to_stored(self._consumer, self._pool, self._group, self._topic, assigned)
+        positions = await seek_to_stored(
+            self._consumer, self._pool, self._group, self._topic, assigned
+        )
+        self._lag.folded_up_to(positions)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -143,4 +148,5 @@ class ErrorReportConsumer:
             codes[key.code] = codes.get(key.code, 0) + tally.error_count
         for code, count in codes.items():
             self.metrics.rejections.labels(code).inc(count)
+        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
         await commit_advisory(self._consumer, self._topic, offsets)
