@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aggregator.consumer import RollupConsumer
 from aggregator.event_notifications import EventNotifications
 from aggregator.maintenance import MaintenanceLoop
+from aggregator.supervision import Supervisor, finish
 from aggregator.usage_relay import UsageRelay
 from meterflow.errors import ConfigurationError
 from meterflow.settings import Settings
@@ -22,8 +23,9 @@ log = logging.getLogger("meterflow.aggregator")
 
 
 async def serve_aggregator(settings: Settings) -> None:
-    """Fold (and prune periodically) until SIGTERM/SIGINT, then: stop fetching, leave the group,
-    let a maintenance pass in hand end, close the pool."""
+    """Fold (and prune periodically) until SIGTERM/SIGINT or a background task fails, then: stop
+    fetching, leave the group, let the passes in hand end, close the pool; a failed background task
+    then raises :class:`~aggregator.supervision.BackgroundTaskFailed` (exit status 2)."""
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise ConfigurationError("the aggregator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     registry = CollectorRegistry()
@@ -39,9 +41,6 @@ async def serve_aggregator(settings: Settings) -> None:
     consumer = RollupConsumer(settings, pool, registry, on_fold=relay.notify)
     notifications = EventNotifications(settings, pool, registry)
     maintenance = MaintenanceLoop(settings, pool, registry)
-    relay_task: asyncio.Task[None] | None = None
-    notifications_task: asyncio.Task[None] | None = None
-    maintenance_task: asyncio.Task[None] | None = None
 
     def request_stop() -> None:
         consumer.request_stop()
@@ -49,16 +48,18 @@ async def serve_aggregator(settings: Settings) -> None:
         notifications.request_stop()
         maintenance.request_stop()
 
+    supervisor = Supervisor(on_failure=request_stop)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop)
     try:
         await consumer.start()
         await relay.start()
-        relay_task = asyncio.create_task(relay.run(), name="usage-relay")
+        supervisor.start(relay.run(), name="usage-relay")
         await notifications.start()
-        notifications_task = asyncio.create_task(notifications.run(), name="notifications")
-        maintenance_task = asyncio.create_task(maintenance.run(), name="maintenance")
+        supervisor.start(notifications.run(), name="notifications")
+        supervisor.start(maintenance.run(), name="maintenance")
         log.info(
             "aggregator folding; metrics on http://%s:%d/metrics",
             settings.http_host,
@@ -66,33 +67,21 @@ async def serve_aggregator(settings: Settings) -> None:
         )
         await consumer.run()
     finally:
-        relay.request_stop()
-        notifications.request_stop()
-        maintenance.request_stop()
+        request_stop()
         try:
             await asyncio.wait_for(consumer.stop(), settings.shutdown_deadline_s)
         finally:
-            # Rows the relay has not moved stay in usage_changes for the next relay to send.
-            if relay_task is not None:
-                await _finish(relay_task, settings.shutdown_deadline_s)
+            # The relay, notifications and maintenance end their pass in hand; rows the relay
+            # has not moved stay in usage_changes for the next relay to send.
+            for task in supervisor.tasks:
+                await finish(task, settings.shutdown_deadline_s)
             await asyncio.wait_for(relay.stop(), settings.shutdown_deadline_s)
-            if notifications_task is not None:
-                await _finish(notifications_task, settings.shutdown_deadline_s)
             await asyncio.wait_for(notifications.stop(), settings.shutdown_deadline_s)
-            if maintenance_task is not None:
-                await _finish(maintenance_task, settings.shutdown_deadline_s)
             await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
             metrics_server.shutdown()
             metrics_thread.join(timeout=settings.shutdown_deadline_s)
+    supervisor.raise_if_failed()
     log.info("aggregator stopped")
-
-
-async def _finish(task: asyncio.Task[None], deadline_s: float) -> None:
-    """Let a stopping task end within the deadline, else cancel it; a pass is safe to cut."""
-    try:
-        await asyncio.wait_for(task, deadline_s)
-    except TimeoutError:
-        log.warning("%s still running at shutdown; cancelled", task.get_name())
 
 
 def run_aggregator(settings: Settings) -> None:
