@@ -7,36 +7,22 @@ partition assignment the consumer seeks to them; Kafka's own committed offsets a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 import asyncpg
-from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from aggregator.consumer_lag import track_lag
 from aggregator.event_columns import segments as split_segments
 from aggregator.meter_windows import MeterWindows
 from aggregator.rollup_store import (
-    OffsetFenced,
     apply_batch,
     ensure_event_partitions,
     event_days,
     spans_of,
 )
-from aggregator.stored_offsets import (
-    DATABASE_ERRORS,
-    POLL_TIMEOUT_MS,
-    Batch,
-    SeekOnAssign,
-    batch_offsets,
-    commit_advisory,
-    folding_consumer,
-    reseek_until_done,
-    seek_to_stored,
-)
+from aggregator.stored_offsets import Batch, StoredOffsetConsumer, batch_offsets
 from meterflow.event_records import MeterEventsRecord, RecordDecodeError, decode
 from meterflow.settings import Settings
 from meterflow.topics import meter_events_topic
@@ -82,7 +68,7 @@ class FoldMetrics:
         )
 
 
-class RollupConsumer:
+class RollupConsumer(StoredOffsetConsumer):
     def __init__(
         self,
         settings: Settings,
@@ -92,58 +78,23 @@ class RollupConsumer:
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("the aggregator needs KAFKA_BOOTSTRAP_SERVERS")
-        self._settings = settings
-        self._pool = pool
-        self._topic = meter_events_topic(settings.topic_prefix)
-        self._group = settings.consumer_group
         self.metrics = FoldMetrics(registry)
+        super().__init__(
+            settings,
+            pool,
+            registry,
+            topic=meter_events_topic(settings.topic_prefix),
+            group=settings.consumer_group,
+            batch_max=settings.fold_batch_max,
+            fenced=self.metrics.fenced,
+            failures=self.metrics.failures,
+        )
         self._known_days: set[int] = set()
         self._meter_windows = MeterWindows()
-        self._stopping = asyncio.Event()
-        self._consumer = folding_consumer(settings, self._group)
-        self._lag = track_lag(registry, self._group, self._consumer)
         # Told after each commit that changed usage (the usage relay wakes on it).
         self._on_fold = on_fold
 
-    async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        positions = await seek_to_stored(
-            self._consumer, self._pool, self._group, self._topic, assigned
-        )
-        self._lag.folded_up_to(positions)
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def run(self) -> None:
-        """Fold until asked to stop; each batch commits fully or not at all."""
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=self._settings.fold_batch_max
-            )
-            if not batch:
-                continue
-            try:
-                await self._fold(batch)
-            except OffsetFenced as exc:
-                self.metrics.fenced.inc()
-                log.warning("batch rolled back, re-seeking: %s", exc)
-            except DATABASE_ERRORS:
-                self.metrics.failures.inc()
-                log.exception("folding a batch failed; reading it again")
-            else:
-                continue
-            await reseek_until_done(
-                lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
-            )
-
-    async def _fold(self, batch: Batch) -> None:
+    async def fold(self, batch: Batch) -> None:
         started = time.perf_counter()
         records: list[MeterEventsRecord] = []
         offsets = batch_offsets(batch)
@@ -171,7 +122,6 @@ class RollupConsumer:
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)
         self.metrics.cancels.labels("applied").inc(outcome.cancels_applied)
         self.metrics.cancels.labels("unmatched").inc(outcome.cancels_unmatched)
-        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
         self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        await commit_advisory(self._consumer, self._topic, offsets)
+        await self.folded(offsets)

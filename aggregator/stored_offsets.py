@@ -15,8 +15,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
 
-from aggregator.rollup_store import stored_offsets
+from aggregator.consumer_lag import track_lag
+from aggregator.rollup_store import OffsetFenced, stored_offsets
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.aggregator")
@@ -107,3 +109,82 @@ async def reseek_until_done(seek: Callable[[], Awaitable[object]], stopping: asy
             await asyncio.sleep(_RETRY_PAUSE_S)
         else:
             return
+
+
+class StoredOffsetConsumer:
+    """A consumer group whose offsets live in PostgreSQL, as the folding consumers share it.
+
+    On every partition assignment it seeks to the stored offsets. ``run()`` hands each fetched
+    batch to :meth:`fold`, which must write the batch's offsets in its own transaction; a batch
+    that is fenced (:class:`OffsetFenced`) or fails on the database is read again from the
+    stored offsets. Lag is reported through :func:`~aggregator.consumer_lag.track_lag`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        registry: CollectorRegistry,
+        *,
+        topic: str,
+        group: str,
+        batch_max: int,
+        fenced: Counter,
+        failures: Counter,
+    ) -> None:
+        self._pool = pool
+        self._topic = topic
+        self._group = group
+        self._batch_max = batch_max
+        self._fenced = fenced
+        self._failures = failures
+        self._stopping = asyncio.Event()
+        self._consumer = folding_consumer(settings, group)
+        self._lag = track_lag(registry, group, self._consumer)
+
+    async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        positions = await seek_to_stored(
+            self._consumer, self._pool, self._group, self._topic, assigned
+        )
+        self._lag.folded_up_to(positions)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Fold until asked to stop; each batch commits fully or not at all."""
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(
+                timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
+            )
+            if not batch:
+                continue
+            try:
+                await self.fold(batch)
+            except OffsetFenced as exc:
+                self._fenced.inc()
+                log.warning("%s: batch rolled back, re-seeking: %s", self._group, exc)
+            except DATABASE_ERRORS:
+                self._failures.inc()
+                log.exception("%s: folding a batch failed; reading it again", self._group)
+            else:
+                continue
+            await reseek_until_done(
+                lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
+            )
+
+    async def fold(self, batch: Batch) -> None:
+        """Apply one batch, its offsets included, in one transaction."""
+        raise NotImplementedError
+
+    async def folded(self, offsets: Mapping[int, tuple[int, int]]) -> None:
+        """After a batch committed: record its positions for lag, tell Kafka (advisory)."""
+        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
+        await commit_advisory(self._consumer, self._topic, offsets)
