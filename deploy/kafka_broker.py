@@ -217,7 +217,7 @@ class LocalKafkaBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self._log_dirs),
-            # meterflow creates every topic explicitly (meterflow.topics); a typo must fail.
+            # meterflow creates every topic explicitly (meterflow.kafka.topics); a typo must fail.
             "auto.create.topics.enable": "false",
             # A single replica of everything, or groups, transactions and share groups never work.
             "default.replication.factor": "1",

@@ -29,11 +29,11 @@ import asyncpg
 
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.postgres_server import LocalPostgresServer, PostgresServerConfig
-from meterflow.accounts import account_by_name, create_account, create_key
 from meterflow.errors import LauncherError
-from meterflow.migrations import migrate
+from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings
-from meterflow.topics import ensure_topics, topic_specs
+from meterflow.store.accounts import account_by_name, create_account, create_key
+from meterflow.store.migrations import migrate
 
 LOCAL_ACCOUNT = "local"
 _READY_TIMEOUT_S = 30.0
@@ -99,7 +99,7 @@ def meterflow_child(
     """``meterflow <command>`` (``ingest``, ``aggregator``, ``alerts``) with this interpreter, as a
     child."""
     return ChildService(
-        command, [sys.executable, "-m", "meterflow.cli", command], env, log_path=log_path
+        command, [sys.executable, "-m", "deploy.cli", command], env, log_path=log_path
     )
 
 

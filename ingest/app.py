@@ -17,30 +17,30 @@ from typing import Any, cast
 import asyncpg
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ingest.alerts_api import AlertsApi
-from ingest.auth import Authenticator, Principal
-from ingest.core_events_api import CoreEventsApi
-from ingest.event_identifiers import PgProcessedEvents
-from ingest.http import Request, Response, error_response, error_response_v2, json_response
-from ingest.idempotency import (
+from ingest.alerts.api import AlertsApi
+from ingest.core_events.api import CoreEventsApi
+from ingest.edge.auth import Authenticator, Principal
+from ingest.edge.http import Request, Response, error_response, error_response_v2, json_response
+from ingest.edge.idempotency import (
     ErrorRenderer,
     IdempotentRequests,
     PgIdempotencyStore,
     idempotency_key,
 )
-from ingest.meter_directory import MeterDirectory
-from ingest.meter_event_sessions import SessionAuthority
-from ingest.meter_event_stream_api import MeterEventStreamApi
-from ingest.meter_events_api import MeterEventsApi
-from ingest.meter_store import MeterStore
-from ingest.meters_api import MetersApi
-from ingest.metrics import IdempotencyMetrics, IngestMetrics, MeterEventMetrics, PoolCollector
-from ingest.producer import EventPublisher, RecordPublisher, UnconfiguredPublisher
-from ingest.rate_limits import AccountLimiter
-from ingest.routing import AuthedHandler, Match, PublicHandler, Route, Router
-from ingest.summaries_api import SummariesApi
-from ingest.v1_events_api import V1EventsApi
-from ingest.webhook_endpoints_api import WebhookEndpointsApi
+from ingest.edge.metrics import IdempotencyMetrics, IngestMetrics, MeterEventMetrics, PoolCollector
+from ingest.edge.rate_limits import AccountLimiter
+from ingest.edge.routing import AuthedHandler, Match, PublicHandler, Route, Router
+from ingest.events.api import MeterEventsApi
+from ingest.events.identifiers import PgProcessedEvents
+from ingest.events.publisher import EventPublisher, RecordPublisher, UnconfiguredPublisher
+from ingest.meters.api import MetersApi
+from ingest.meters.directory import MeterDirectory
+from ingest.meters.store import MeterStore
+from ingest.meters.summaries_api import SummariesApi
+from ingest.stream.api import MeterEventStreamApi
+from ingest.stream.sessions import SessionAuthority
+from ingest.v1_events.api import V1EventsApi
+from ingest.webhooks.api import WebhookEndpointsApi
 from meterflow.errors import (
     ApiError,
     AuthenticationFailed,
@@ -49,8 +49,8 @@ from meterflow.errors import (
     ServiceUnavailable,
 )
 from meterflow.ids import object_id
+from meterflow.kafka.topics import meter_events_rejected_topic, meter_events_topic
 from meterflow.settings import Settings
-from meterflow.topics import meter_events_rejected_topic, meter_events_topic
 
 log = logging.getLogger("meterflow.ingest")
 

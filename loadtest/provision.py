@@ -19,8 +19,8 @@ from loadtest.plan import (
 )
 from loadtest.traffic import CUSTOMER_KEY, VALUE_KEY
 from loadtest.wire import METERS, RequestEncoder, host_and_port
-from meterflow.accounts import NewAccount, create_account
 from meterflow.errors import MeterflowError
+from meterflow.store.accounts import NewAccount, create_account
 
 
 class ProvisioningFailed(MeterflowError):

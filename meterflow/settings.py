@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meterflow.errors import ConfigurationError
-from meterflow.event_rules import MAX_PAST_S
+from meterflow.rules.events import MAX_PAST_S
 
 DEFAULT_KAFKA_VERSION = "4.2.1"
 _DAY_S = 86_400

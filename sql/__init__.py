@@ -1,1 +1,1 @@
-"""Numbered SQL migrations, shipped as package data and applied by meterflow.migrations."""
+"""Numbered SQL migrations, shipped as package data and applied by meterflow.store.migrations."""

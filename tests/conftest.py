@@ -16,12 +16,12 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.consumer import RollupConsumer
+from aggregator.rollups.consumer import RollupConsumer
 from deploy.ports import free_port
-from meterflow.accounts import NewAccount, create_account
-from meterflow.migrations import migrate
+from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings
-from meterflow.topics import ensure_topics, topic_specs
+from meterflow.store.accounts import NewAccount, create_account
+from meterflow.store.migrations import migrate
 from tests.fixtures.ingest_server import running_ingest
 from tests.fixtures.kafka import kafka_service
 from tests.fixtures.postgres import create_fresh_database, drop_database, postgres_service

@@ -24,7 +24,7 @@ from loadtest.latency import LatencyHistogram
 from loadtest.plan import AccountPlan
 from loadtest.traffic import PlannedEvent
 from loadtest.wire import RequestEncoder, host_and_port
-from meterflow.topics import v1_events_topic
+from meterflow.kafka.topics import v1_events_topic
 
 _NOTIFIED_TIMEOUT_S = 20.0
 _ALERTS = "/v1/billing/alerts"

@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from ingest.producer import kafka_producer
-from meterflow.event_records import partition_key
+from ingest.events.publisher import kafka_producer
+from meterflow.records.meter_events import partition_key
 
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
 _SCRATCH_TABLE = "bench_copy_ceiling"

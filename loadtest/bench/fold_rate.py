@@ -20,17 +20,22 @@ from aiokafka.partitioner import murmur2
 
 from deploy.ports import free_port
 from deploy.stack import meterflow_child
-from ingest.producer import kafka_producer
+from ingest.events.publisher import kafka_producer
 from loadtest.bench.processes import mib, peak_rss_kib
 from loadtest.bench.stack import BenchStack
-from meterflow.event_records import (
+from meterflow.kafka.topics import (
+    METER_EVENTS_PARTITIONS,
+    ensure_topics,
+    meter_events_topic,
+    topic_specs,
+)
+from meterflow.records.meter_events import (
     AcceptedEvent,
     EventsRecord,
     ReceiptClock,
     encode,
     partition_key,
 )
-from meterflow.topics import METER_EVENTS_PARTITIONS, ensure_topics, meter_events_topic, topic_specs
 
 REQUEST_EVENTS = 100
 _POLL_S = 0.1

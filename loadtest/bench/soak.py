@@ -52,7 +52,7 @@ from loadtest.generator import run_load
 from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
 from loadtest.provision import create_accounts, provision
 from loadtest.verify import verify_run
-from meterflow.topics import METER_EVENTS_PARTITIONS, meter_events_topic
+from meterflow.kafka.topics import METER_EVENTS_PARTITIONS, meter_events_topic
 
 _READY_TIMEOUT_S = 60.0
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from deploy.ports import LOOPBACK, free_port
 from deploy.stack import ChildService, local_kafka, local_postgres, meterflow_child, wait_http_ready
-from meterflow.migrations import migrate
+from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings, environment_variables
-from meterflow.topics import ensure_topics, topic_specs
+from meterflow.store.migrations import migrate
 
 _READY_TIMEOUT_S = 60.0
 _STOP_DEADLINE_S = 15.0

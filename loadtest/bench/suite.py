@@ -56,8 +56,8 @@ from loadtest.plan import (
 from loadtest.provision import create_accounts, noop_setup, provision
 from loadtest.stream_sessions import StreamUnavailable
 from loadtest.verify import verify_run
-from meterflow.event_records import AcceptedEvent, EventsRecord, encode
-from meterflow.topics import ensure_topics, meter_events_topic, topic_specs
+from meterflow.kafka.topics import ensure_topics, meter_events_topic, topic_specs
+from meterflow.records.meter_events import AcceptedEvent, EventsRecord, encode
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "make bench"

@@ -11,19 +11,19 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.consumer import RollupConsumer
-from aggregator.event_columns import segments
-from aggregator.meter_windows import MeterWindows
-from aggregator.rollup_store import (
+from aggregator.rollups.columns import segments
+from aggregator.rollups.consumer import RollupConsumer
+from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.store import (
     OffsetFenced,
     PartitionSpan,
     apply_batch,
     ensure_event_partitions,
     event_days,
 )
-from meterflow.event_records import CancelRecord
+from meterflow.kafka.topics import meter_events_topic
+from meterflow.records.meter_events import CancelRecord
 from meterflow.settings import Settings
-from meterflow.topics import meter_events_topic
 from tests.fixtures.meter_events import (
     customer_totals,
     events_record,

@@ -14,8 +14,8 @@ from decimal import Decimal
 import pytest
 
 from deploy.ports import free_port
-from meterflow.event_records import EventsRecord
-from meterflow.topics import meter_events_topic
+from meterflow.kafka.topics import meter_events_topic
+from meterflow.records.meter_events import EventsRecord
 from tests.fixtures.meter_events import (
     customer_totals,
     events_record,
@@ -65,7 +65,7 @@ class Aggregators:
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "meterflow.cli",
+                "deploy.cli",
                 "aggregator",
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,

@@ -14,14 +14,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.alert_metrics import AlertMetrics
-from aggregator.alert_periods import period_of
-from aggregator.alert_store import StoredEvent
-from aggregator.record_producer import idempotent_producer
-from aggregator.v1_event_publisher import V1EventPublisher
-from meterflow.alert_objects import TRIGGERED_TYPE, Alert, v1_event_key
+from aggregator.alerts.metrics import AlertMetrics
+from aggregator.alerts.periods import period_of
+from aggregator.alerts.store import StoredEvent
+from aggregator.alerts.v1_events import V1EventPublisher
+from meterflow.alerts import TRIGGERED_TYPE, Alert, v1_event_key
+from meterflow.kafka.producer import idempotent_producer
+from meterflow.kafka.topics import V1_EVENTS_PARTITIONS, v1_events_topic
 from meterflow.settings import Settings
-from meterflow.topics import V1_EVENTS_PARTITIONS, v1_events_topic
 from tests.conftest import AccountFactory
 from tests.fixtures.alerts import (
     PipelineProbe,

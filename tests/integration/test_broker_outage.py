@@ -26,11 +26,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.consumer import RollupConsumer
+from aggregator.rollups.consumer import RollupConsumer
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.ports import free_port
+from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings, load_settings
-from meterflow.topics import ensure_topics, topic_specs
 from tests.conftest import AccountFactory
 from tests.fixtures.ingest_server import running_ingest
 from tests.fixtures.meter_events import customer_totals, wait_until

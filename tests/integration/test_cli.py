@@ -18,7 +18,7 @@ async def _meterflow(database_url: str, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "meterflow.cli",
+        "deploy.cli",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

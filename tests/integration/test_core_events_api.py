@@ -20,10 +20,10 @@ from stripe.events import (
     V1BillingMeterErrorReportTriggeredEventNotification,
 )
 
-from aggregator.core_events import CoreEvent, thin_notification
-from aggregator.event_notifications import EventNotifications
-from aggregator.webhooks import signature_header
-from ingest.webhook_endpoint_store import new_secret
+from aggregator.notifications import EventNotifications
+from aggregator.webhooks.core_events import CoreEvent, thin_notification
+from aggregator.webhooks.policy import signature_header
+from ingest.webhooks.store import new_secret
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.error_reports import create_events, meter_event

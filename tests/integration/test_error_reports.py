@@ -11,14 +11,14 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.error_report_closer import ErrorReportCloser
-from aggregator.error_report_consumer import error_report_group
-from aggregator.error_report_store import apply_tallies
-from aggregator.error_reports import tally_rejections
-from aggregator.rollup_store import OffsetFenced, PartitionSpan
-from meterflow.rejected_records import RejectedRecord
+from aggregator.error_reports.closer import ErrorReportCloser
+from aggregator.error_reports.consumer import error_report_group
+from aggregator.error_reports.reports import tally_rejections
+from aggregator.error_reports.store import apply_tallies
+from aggregator.rollups.store import OffsetFenced, PartitionSpan
+from meterflow.kafka.topics import meter_events_rejected_topic
+from meterflow.records.rejected import RejectedRecord
 from meterflow.settings import Settings
-from meterflow.topics import meter_events_rejected_topic
 from tests.conftest import AccountFactory
 from tests.fixtures.error_reports import fold_rejected, rejection, running_consumer, stored_events
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meterflow.event_records import CancelRecord, EventsRecord
+from meterflow.records.meter_events import CancelRecord, EventsRecord
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.hostile_http import (

@@ -10,11 +10,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from aggregator.event_columns import EventColumns
-from aggregator.event_store import StoredRun, store_events
-from aggregator.fold import TimeWindow
-from aggregator.rollup_store import ensure_event_partitions
-from meterflow.event_records import EventsRecord
+from aggregator.rollups.columns import EventColumns
+from aggregator.rollups.event_store import StoredRun, store_events
+from aggregator.rollups.fold import TimeWindow
+from aggregator.rollups.store import ensure_event_partitions
+from meterflow.records.meter_events import EventsRecord
 from tests.fixtures.meter_events import events_record
 
 pytestmark = pytest.mark.integration

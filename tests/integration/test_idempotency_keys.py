@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from deploy.ports import free_port
-from ingest.idempotency import IN_PROGRESS_LEASE_MS, KEY_LIFETIME_MS
-from ingest.meter_events_api import generated_identifier
+from ingest.edge.idempotency import IN_PROGRESS_LEASE_MS, KEY_LIFETIME_MS
+from ingest.events.api import generated_identifier
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.ingest_server import running_ingest

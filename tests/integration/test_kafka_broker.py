@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import UnknownTopicOrPartitionError
 
-from meterflow.topics import ensure_topics, meter_events_topic, topic_specs
+from meterflow.kafka.topics import ensure_topics, meter_events_topic, topic_specs
 
 pytestmark = pytest.mark.integration
 

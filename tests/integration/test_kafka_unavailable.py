@@ -9,8 +9,13 @@ import httpx
 import pytest
 
 from deploy.ports import free_port
+from meterflow.kafka.topics import (
+    METER_EVENTS_PARTITIONS,
+    TopicSpec,
+    ensure_topics,
+    meter_events_topic,
+)
 from meterflow.settings import Settings
-from meterflow.topics import METER_EVENTS_PARTITIONS, TopicSpec, ensure_topics, meter_events_topic
 from tests.conftest import AccountFactory
 from tests.fixtures.ingest_server import running_ingest
 from tests.fixtures.meter_events_http import (

@@ -13,17 +13,17 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.fold import DAY_S
-from aggregator.maintenance import (
+from aggregator.maintenance.retention import (
     EVENT_IDENTIFIER_RETENTION_MS,
     IDEMPOTENCY_KEY_RETENTION_MS,
     MAINTENANCE_LOCK_KEY,
     MaintenanceLoop,
     run_maintenance,
 )
-from aggregator.rollup_store import ensure_event_partitions
-from meterflow.pg import Conn
+from aggregator.rollups.fold import DAY_S
+from aggregator.rollups.store import ensure_event_partitions
 from meterflow.settings import Settings
+from meterflow.store.pg import Conn
 from tests.fixtures.meter_events import wait_until
 
 pytestmark = pytest.mark.integration
@@ -223,7 +223,7 @@ async def test_the_cli_runs_one_pass(database_url: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "meterflow.cli",
+        "deploy.cli",
         "maintenance",
         env={**os.environ, "DATABASE_URL": database_url},
         stdout=asyncio.subprocess.PIPE,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meterflow.event_records import CancelRecord, partition_key
+from meterflow.records.meter_events import CancelRecord, partition_key
 from tests.conftest import AccountFactory
 from tests.fixtures.meter_events_http import (
     DAY_MS,

@@ -16,9 +16,9 @@ import pytest
 import stripe
 
 from deploy.ports import free_port
-from ingest.session_tokens import SessionClaims, sign
-from meterflow.event_records import EventsRecord
-from meterflow.event_rules import format_rfc3339
+from ingest.stream.tokens import SessionClaims, sign
+from meterflow.records.meter_events import EventsRecord
+from meterflow.rules.events import format_rfc3339
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.ingest_server import running_ingest

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from meterflow.event_records import EventsRecord, partition_key
+from meterflow.records.meter_events import EventsRecord, partition_key
 from tests.conftest import AccountFactory
 from tests.fixtures.meter_events_http import (
     EVENT_NAME,

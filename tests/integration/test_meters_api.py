@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from meterflow.accounts import create_key, revoke_key
+from meterflow.store.accounts import create_key, revoke_key
 from tests.conftest import AccountFactory
 
 pytestmark = pytest.mark.integration

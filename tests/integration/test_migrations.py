@@ -14,7 +14,7 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from meterflow.migrations import (
+from meterflow.store.migrations import (
     MIGRATION_LOCK_KEY,
     Migration,
     MigrationError,

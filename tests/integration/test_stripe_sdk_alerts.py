@@ -13,7 +13,7 @@ import orjson
 import pytest
 import stripe
 
-from meterflow.alert_objects import (
+from meterflow.alerts import (
     ALERT_COLUMNS,
     alert_from_row,
     alert_triggered_event,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stripe
 
-from meterflow.event_records import EventsRecord, partition_key
+from meterflow.records.meter_events import EventsRecord, partition_key
 from tests.conftest import AccountFactory
 from tests.fixtures.meter_events_http import mark_processed
 from tests.fixtures.meter_events_topic import MeterEventsReader

@@ -55,7 +55,7 @@ async def _up(env: dict[str, str], log: Path) -> AsyncIterator[RunningStack]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "meterflow.cli",
+            "deploy.cli",
             "up",
             env=env,
             stdout=asyncio.subprocess.PIPE,

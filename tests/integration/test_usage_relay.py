@@ -11,12 +11,12 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.alert_periods import TouchedUsage, collapse
-from aggregator.record_producer import PublishFailed
-from aggregator.usage_relay import UsageRelay
+from aggregator.alerts.periods import TouchedUsage, collapse
+from aggregator.usage_feed.relay import UsageRelay
+from meterflow.kafka.producer import PublishFailed
+from meterflow.kafka.topics import USAGE_CHANGES_PARTITIONS, meter_events_topic, usage_changes_topic
+from meterflow.records.usage_changes import UsageChange, decode_usage_change, usage_change_key
 from meterflow.settings import Settings
-from meterflow.topics import USAGE_CHANGES_PARTITIONS, meter_events_topic, usage_changes_topic
-from meterflow.usage_change_records import UsageChange, decode_usage_change, usage_change_key
 from tests.fixtures.alerts import RefusingProducer, RelayingAggregator, read_topic
 from tests.fixtures.meter_events import events_record, fold_records, wait_until
 

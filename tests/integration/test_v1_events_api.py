@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from meterflow.alert_objects import (
+from meterflow.alerts import (
     ALERT_COLUMNS,
     alert_from_row,
     alert_triggered_event,

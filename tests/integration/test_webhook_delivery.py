@@ -17,17 +17,17 @@ import stripe
 from prometheus_client import CollectorRegistry
 from stripe.events import V1BillingMeterErrorReportTriggeredEventNotification
 
-from aggregator.event_notifications import EventNotifications
-from aggregator.webhook_delivery import WebhookDeliveryWorker
+from aggregator.notifications import EventNotifications
+from aggregator.webhooks.worker import WebhookDeliveryWorker
 from deploy.ports import free_port
-from ingest.auth import Principal
-from ingest.webhook_endpoint_store import (
+from ingest.edge.auth import Principal
+from ingest.webhooks.store import (
     EndpointChanges,
     NewEndpoint,
     WebhookEndpoint,
     WebhookEndpointStore,
 )
-from meterflow.rejected_records import RejectedRecord
+from meterflow.records.rejected import RejectedRecord
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.error_reports import create_events, meter_event, produce_rejected, rejection

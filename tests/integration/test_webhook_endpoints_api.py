@@ -14,7 +14,7 @@ import pytest
 import stripe
 from prometheus_client import CollectorRegistry
 
-from aggregator.webhook_delivery import WebhookDeliveryWorker
+from aggregator.webhooks.worker import WebhookDeliveryWorker
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.error_reports import create_events, meter_event

@@ -9,9 +9,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from meterflow.event_records import CancelRecord, MeterEventsRecord
+from meterflow.kafka.topics import meter_events_topic
+from meterflow.records.meter_events import CancelRecord, MeterEventsRecord
 from meterflow.settings import Settings
-from meterflow.topics import meter_events_topic
 from tests.fixtures.meter_events import events_record, fold_records
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from ingest.alert_params import NewAlert, parse_list_query, parse_new_alert
-from ingest.forms import decode_urlencoded
-from ingest.params import Params
+from ingest.alerts.params import NewAlert, parse_list_query, parse_new_alert
+from ingest.edge.forms import decode_urlencoded
+from ingest.edge.params import Params
 from meterflow.errors import InvalidRequest
 
 CURRENT = {

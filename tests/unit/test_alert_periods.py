@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from aggregator.alert_periods import (
+from aggregator.alerts.periods import (
     END_OF_TIME_S,
     Candidate,
     Formula,
@@ -22,8 +22,8 @@ from aggregator.alert_periods import (
     periods_touched,
     usage_query,
 )
-from meterflow.alert_objects import Alert, Recurrence
-from meterflow.usage_change_records import UsageChange
+from meterflow.alerts import Alert, Recurrence
+from meterflow.records.usage_changes import UsageChange
 
 
 def ts(text: str) -> int:

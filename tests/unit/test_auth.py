@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from ingest.auth import Authenticator, Principal, key_from_authorization
+from ingest.edge.auth import Authenticator, Principal, key_from_authorization
 from meterflow.apikeys import generate_secret_key, hash_key
 from meterflow.errors import AuthenticationFailed
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aggregator.consumer_lag import track_lag
+from meterflow.kafka.lag import track_lag
 
 
 @dataclass

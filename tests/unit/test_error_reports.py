@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.core_events import new_event_id, thin_notification
-from aggregator.error_reports import (
+from aggregator.error_reports.reports import (
     ERROR_REPORT_TRIGGERED,
     MAX_SAMPLES,
     NO_METER_FOUND,
@@ -22,11 +21,12 @@ from aggregator.error_reports import (
     tally_rejections,
     window_start,
 )
-from ingest.core_events_api import EventQuery, PageToken, decode_page, encode_page, parse_list_query
-from ingest.forms import decode_urlencoded
-from ingest.params import Params
+from aggregator.webhooks.core_events import new_event_id, thin_notification
+from ingest.core_events.api import EventQuery, PageToken, decode_page, encode_page, parse_list_query
+from ingest.edge.forms import decode_urlencoded
+from ingest.edge.params import Params
 from meterflow.errors import InvalidRequest
-from meterflow.rejected_records import RejectedRecord, Rejection
+from meterflow.records.rejected import RejectedRecord, Rejection
 
 T0 = 1_724_878_440_000  # 2024-08-28T20:54:00.000Z, a multiple of 10 s
 

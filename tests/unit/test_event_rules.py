@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from meterflow.event_rules import (
+from meterflow.rules.events import (
     MAX_FUTURE_S,
     MAX_PAST_S,
     EventRuleBroken,

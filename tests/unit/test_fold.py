@@ -1,6 +1,6 @@
-from aggregator.event_columns import EventColumns, segments
-from aggregator.fold import minute_of
-from meterflow.event_records import (
+from aggregator.rollups.columns import EventColumns, segments
+from aggregator.rollups.fold import minute_of
+from meterflow.records.meter_events import (
     AcceptedEvent,
     CancelRecord,
     EventsRecord,

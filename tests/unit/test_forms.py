@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from ingest.forms import decode_json_object, decode_urlencoded
+from ingest.edge.forms import decode_json_object, decode_urlencoded
 from meterflow.errors import InvalidRequest
 
 

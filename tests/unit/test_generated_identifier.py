@@ -1,4 +1,4 @@
-from ingest.meter_events_api import generated_identifier
+from ingest.events.api import generated_identifier
 
 
 def test_sdk_retries_with_one_idempotency_key_get_one_identifier() -> None:

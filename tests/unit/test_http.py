@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from ingest.http import Request, error_response, error_response_v2
+from ingest.edge.http import Request, error_response, error_response_v2
 from meterflow.errors import (
     ApiError,
     InvalidRequest,

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aggregator.maintenance import IDEMPOTENCY_KEY_RETENTION_MS
-from ingest.auth import Principal
-from ingest.http import Request, Response, error_response, json_response
-from ingest.idempotency import (
+from aggregator.maintenance.retention import IDEMPOTENCY_KEY_RETENTION_MS
+from ingest.edge.auth import Principal
+from ingest.edge.http import Request, Response, error_response, json_response
+from ingest.edge.idempotency import (
     KEY_LIFETIME_MS,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -27,7 +27,7 @@ from ingest.idempotency import (
     replayable,
     request_print,
 )
-from ingest.metrics import IdempotencyMetrics
+from ingest.edge.metrics import IdempotencyMetrics
 from meterflow.errors import ApiError, InvalidRequest, ServiceUnavailable
 
 FORM = "application/x-www-form-urlencoded"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.maintenance import MaintenanceReport, expired_partitions, partition_upper_bound
+from aggregator.maintenance.retention import (
+    MaintenanceReport,
+    expired_partitions,
+    partition_upper_bound,
+)
 
 DAY = 86_400
 # 2026-03-10T00:00:00Z

@@ -1,8 +1,8 @@
 from dataclasses import replace
 
-from ingest.auth import Principal
-from ingest.meter_directory import MeterDirectory
-from ingest.meter_store import Meter
+from ingest.edge.auth import Principal
+from ingest.meters.directory import MeterDirectory
+from ingest.meters.store import Meter
 
 WHO = Principal("acct_1", livemode=False)
 METER = Meter(

@@ -3,14 +3,15 @@ from typing import Any
 
 import pytest
 
-from ingest.event_identifiers import ProcessedEvent
-from ingest.meter_event_objects import (
+from ingest.edge.params import Params
+from ingest.events.identifiers import ProcessedEvent
+from ingest.events.objects import (
     v1_cancel_adjustment,
     v1_meter_event,
     v2_cancel_adjustment,
     v2_meter_event,
 )
-from ingest.meter_event_params import (
+from ingest.events.params import (
     CANCEL_WINDOW_MS,
     CancelRequest,
     MeterEventRequest,
@@ -21,10 +22,9 @@ from ingest.meter_event_params import (
     parse_meter_event_v1,
     parse_meter_event_v2,
 )
-from ingest.meter_store import Meter
-from ingest.params import Params
+from ingest.meters.store import Meter
 from meterflow.errors import ApiError, InvalidRequest, ResourceMissing
-from meterflow.event_records import AcceptedEvent
+from meterflow.records.meter_events import AcceptedEvent
 
 NOW_S = 1_780_000_000
 PAYLOAD = {"stripe_customer_id": "cus_1", "value": "25"}

@@ -2,8 +2,8 @@ from typing import Any
 
 import pytest
 
-from ingest.meters_api import parse_new_meter, parse_update
-from ingest.params import Params
+from ingest.edge.params import Params
+from ingest.meters.api import parse_new_meter, parse_update
 from meterflow.errors import InvalidRequest
 
 BASE: dict[str, Any] = {

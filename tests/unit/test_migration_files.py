@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meterflow.migrations import (
+from meterflow.store.migrations import (
     AppliedMigration,
     Migration,
     MigrationError,

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.params import Params
+from ingest.edge.params import Params
 from meterflow.errors import InvalidRequest
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from meterflow.partitions import PartitionMap
+from meterflow.kafka.partitions import PartitionMap
 
 
 def test_partition_map_picks_what_the_default_partitioner_picks() -> None:

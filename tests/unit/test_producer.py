@@ -15,7 +15,7 @@ from aiokafka.errors import (
 )
 from prometheus_client import CollectorRegistry
 
-from ingest.producer import EventPublisher, OutgoingRecord, Producer, UnconfiguredPublisher
+from ingest.events.publisher import EventPublisher, OutgoingRecord, Producer, UnconfiguredPublisher
 from meterflow.errors import ServiceUnavailable
 
 Ack = Literal["ok", "never", "error"]

@@ -1,8 +1,8 @@
 import pytest
 
-from ingest.auth import Principal
-from ingest.http import Request, Response, json_response
-from ingest.routing import Route, Router
+from ingest.edge.auth import Principal
+from ingest.edge.http import Request, Response, json_response
+from ingest.edge.routing import Route, Router
 from meterflow.errors import MethodNotAllowed, UnknownRoute
 
 

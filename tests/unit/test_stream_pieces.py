@@ -5,13 +5,13 @@ from typing import Any, cast
 
 import pytest
 
-from ingest.meter_store import Meter, Status
-from ingest.rate_limits import AccountLimiter, TokenBucket
-from ingest.session_tokens import SessionClaims, UnknownSigningKey, read_claims, sign, verify
-from ingest.stream_events import check_stream_event, parse_stream_body
+from ingest.edge.rate_limits import AccountLimiter, TokenBucket
+from ingest.meters.store import Meter, Status
+from ingest.stream.events import check_stream_event, parse_stream_body
+from ingest.stream.tokens import SessionClaims, UnknownSigningKey, read_claims, sign, verify
 from meterflow.errors import AuthenticationFailed, InvalidRequest, RateLimited, SessionExpired
-from meterflow.event_records import AcceptedEvent
-from meterflow.rejected_records import (
+from meterflow.records.meter_events import AcceptedEvent
+from meterflow.records.rejected import (
     RejectedRecord,
     Rejection,
     decode_rejected,

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from aggregator.supervision import BackgroundTaskFailed, Supervisor, finish
+from meterflow.lifecycle.supervision import BackgroundTaskFailed, Supervisor, finish
 
 
 class Broken(RuntimeError):

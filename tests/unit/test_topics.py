@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meterflow.topics import (
+from meterflow.kafka.topics import (
     TopicSpec,
     meter_events_rejected_topic,
     meter_events_topic,

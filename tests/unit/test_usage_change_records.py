@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from meterflow.event_records import RecordDecodeError
-from meterflow.usage_change_records import (
+from meterflow.records.meter_events import RecordDecodeError
+from meterflow.records.usage_changes import (
     UsageChange,
     decode_usage_change,
     encode_usage_change,

@@ -10,8 +10,8 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.webhook_http import DeliveryFailed, request_bytes, status_of
-from aggregator.webhooks import (
+from aggregator.webhooks.http import DeliveryFailed, request_bytes, status_of
+from aggregator.webhooks.policy import (
     AttemptResult,
     DueDelivery,
     RetryPolicy,
@@ -20,14 +20,14 @@ from aggregator.webhooks import (
     signature_header,
     wants,
 )
-from ingest.params import Params
-from ingest.webhook_endpoint_store import new_secret
-from ingest.webhook_endpoints_api import (
+from ingest.edge.params import Params
+from ingest.webhooks.api import (
     parse_changes,
     parse_enabled_events,
     parse_new_endpoint,
     parse_url,
 )
+from ingest.webhooks.store import new_secret
 from meterflow.errors import InvalidRequest
 
 BODY = b'{"id":"evt_test_1","object":"v2.core.event","type":"v1.billing.meter.no_meter_found"}'

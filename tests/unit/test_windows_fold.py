@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from aggregator.fold import (
+from aggregator.rollups.fold import (
     EventRow,
     TimeWindow,
     keyed_by_window,
@@ -13,7 +13,7 @@ from aggregator.fold import (
     window_key,
     window_of,
 )
-from meterflow.event_records import ReceiptClock
+from meterflow.records.meter_events import ReceiptClock
 
 HOUR_START = 1_717_243_200  # 2024-06-01T12:00:00Z, a day start plus 12 hours
 DAY_START = HOUR_START - 12 * 3600

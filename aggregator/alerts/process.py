@@ -1,0 +1,59 @@
+"""The alert evaluator process (``meterflow alerts``): the evaluator, its database pool and the
+metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+import uvloop
+from prometheus_client import CollectorRegistry, start_http_server
+
+from aggregator.alerts.evaluator import AlertEvaluator
+from meterflow.errors import ConfigurationError
+from meterflow.settings import Settings
+
+log = logging.getLogger("meterflow.alerts")
+
+
+async def serve_alerts(settings: Settings) -> None:
+    """Evaluate until SIGTERM/SIGINT, then: stop fetching, finish the batch in hand, leave the
+    group, close the producer and the pool, each within the shutdown deadline."""
+    if not settings.database_url or not settings.kafka_bootstrap_servers:
+        raise ConfigurationError(
+            "the alert evaluator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS"
+        )
+    registry = CollectorRegistry()
+    metrics_server, metrics_thread = start_http_server(
+        settings.alerts_metrics_port, addr=settings.http_host, registry=registry
+    )
+    # The evaluation and the sweep each hold a connection briefly.
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    evaluator = AlertEvaluator(settings, pool, registry)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, evaluator.request_stop)
+    try:
+        await evaluator.start()
+        log.info(
+            "alert evaluator running; metrics on http://%s:%d/metrics",
+            settings.http_host,
+            settings.alerts_metrics_port,
+        )
+        await evaluator.run()
+    finally:
+        evaluator.request_stop()
+        try:
+            await asyncio.wait_for(evaluator.stop(), settings.shutdown_deadline_s)
+        finally:
+            await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
+            metrics_server.shutdown()
+            metrics_thread.join(timeout=settings.shutdown_deadline_s)
+    log.info("alert evaluator stopped")
+
+
+def run_alerts(settings: Settings) -> None:
+    logging.getLogger("meterflow").setLevel(settings.log_level.upper())
+    uvloop.run(serve_alerts(settings))

@@ -1,0 +1,47 @@
+"""Error reports and webhooks in the aggregator process: the rejected-events consumer, the pass
+that closes error-report windows into v2 core events, and the webhook delivery worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from aggregator.error_reports.closer import ErrorReportCloser
+from aggregator.error_reports.consumer import ErrorReportConsumer
+from aggregator.webhooks.worker import WebhookDeliveryWorker
+from meterflow.settings import Settings
+
+log = logging.getLogger("meterflow.aggregator")
+
+
+class EventNotifications:
+    """``start()``, then ``run()`` until ``request_stop()``, then ``stop()``."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
+        self.consumer = ErrorReportConsumer(settings, pool, registry)
+        self.deliveries = WebhookDeliveryWorker(settings, pool, registry)
+        self.closer = ErrorReportCloser(
+            settings, pool, registry, on_events=lambda _events: self.deliveries.notify()
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    def request_stop(self) -> None:
+        self.consumer.request_stop()
+        self.closer.request_stop()
+        self.deliveries.request_stop()
+
+    async def run(self) -> None:
+        """Consume, close windows and deliver until asked to stop; requests in flight finish."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.consumer.run(), name="error-report-consumer")
+            group.create_task(self.closer.run(), name="error-report-closer")
+            group.create_task(self.deliveries.run(), name="webhook-delivery")
+
+    async def stop(self) -> None:
+        """Leave the rejected-events consumer group."""
+        await self.consumer.stop()

@@ -1,0 +1,130 @@
+"""Storing a run of events in one statement: dedupe, raw events, minute rollups, usage changes.
+
+One round trip per run of events, whatever its size. PostgreSQL does the per-event work in C:
+
+1. keep the first received event of each identifier within the run (receipt order);
+2. record identifiers in ``event_identifiers``; those already there are duplicates and stop here;
+3. store the new events in ``meter_events``;
+4. for raw meters, add each (meter, customer, minute)'s sum and count to ``rollups_minute`` and
+   let its latest received event become the minute's ``last`` if it was received after the
+   stored one;
+5. append one ``usage_changes`` row per (meter, customer) touched, with its event-time span.
+
+For pre-aggregated (hour/day) meters, the latest received new event of each window touched comes
+back to the caller, which lets it replace the window's stored survivor if it was received after
+it (:mod:`aggregator.rollups.window_store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aggregator.rollups.columns import EventColumns
+from aggregator.rollups.fold import MINUTE_S, WINDOW_S, EventRow, TimeWindow
+from aggregator.rollups.window_store import event_row
+from meterflow.store.pg import Conn
+
+# Receipt order in SQL: (received_ms, receipt_batch, receipt_index), with batch ids compared
+# bytewise as Python compares them, whatever the database's default collation.
+_RECEIPT_DESC = 'received_ms DESC, receipt_batch COLLATE "C" DESC, receipt_index DESC'
+_RECEIPT_ASC = 'received_ms, receipt_batch COLLATE "C", receipt_index'
+
+# The stored minute's ``last`` loses to the incoming one received after it.
+_NEWER = (
+    "(r.last_received_ms IS NULL OR (EXCLUDED.last_received_ms, EXCLUDED.last_receipt_batch "
+    'COLLATE "C", EXCLUDED.last_receipt_index) > (r.last_received_ms, r.last_receipt_batch '
+    'COLLATE "C", r.last_receipt_index))'
+)
+
+_STORE_EVENTS = f"""
+WITH incoming AS (
+    SELECT account_id, livemode, meter_id, customer, identifier, value::numeric AS value,
+           event_ts, received_ms, receipt_batch, receipt_index
+    FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::bigint[], $8::bigint[], $9::text[], $10::int[])
+         AS i(account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
+              receipt_batch, receipt_index)
+), firsts AS (
+    SELECT DISTINCT ON (account_id, livemode, identifier) *
+    FROM incoming
+    ORDER BY account_id, livemode, identifier, {_RECEIPT_ASC}
+), fresh AS (
+    INSERT INTO event_identifiers
+        (account_id, livemode, identifier, meter_id, customer, event_ts, received_ms)
+    SELECT account_id, livemode, identifier, meter_id, customer, event_ts, received_ms
+    FROM firsts
+    ON CONFLICT DO NOTHING
+    RETURNING account_id, livemode, identifier
+), new AS (
+    SELECT f.* FROM firsts f JOIN fresh USING (account_id, livemode, identifier)
+), stored AS (
+    INSERT INTO meter_events
+        (account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
+         receipt_batch, receipt_index)
+    SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
+           receipt_batch, receipt_index
+    FROM new
+), minutes AS (
+    SELECT DISTINCT ON (account_id, livemode, meter_id, customer, minute_ts)
+           account_id, livemode, meter_id, customer, minute_ts,
+           sum(value) OVER k AS value_sum, count(*) OVER k AS event_count, value AS last_value,
+           received_ms, receipt_batch, receipt_index
+    FROM (SELECT *, event_ts - event_ts % {MINUTE_S} AS minute_ts FROM new
+          WHERE meter_id <> ALL($11::text[])) raw_meters
+    WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, minute_ts)
+    ORDER BY account_id, livemode, meter_id, customer, minute_ts, {_RECEIPT_DESC}
+), rolled AS (
+    INSERT INTO rollups_minute AS r
+        (account_id, livemode, meter_id, customer, minute_ts, value_sum, event_count, last_value,
+         last_received_ms, last_receipt_batch, last_receipt_index)
+    SELECT * FROM minutes
+    ON CONFLICT (account_id, livemode, meter_id, customer, minute_ts) DO UPDATE SET
+        value_sum = r.value_sum + EXCLUDED.value_sum,
+        event_count = r.event_count + EXCLUDED.event_count,
+        last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE r.last_value END,
+        last_received_ms = CASE WHEN {_NEWER} THEN EXCLUDED.last_received_ms
+                                ELSE r.last_received_ms END,
+        last_receipt_batch = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_batch
+                                  ELSE r.last_receipt_batch END,
+        last_receipt_index = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_index
+                                  ELSE r.last_receipt_index END
+), changed AS (
+    INSERT INTO usage_changes
+        (account_id, livemode, meter_id, customer, first_event_ts, last_event_ts,
+         last_received_ms)
+    SELECT account_id, livemode, meter_id, customer, min(event_ts), max(event_ts),
+           max(received_ms)
+    FROM new
+    GROUP BY account_id, livemode, meter_id, customer
+), candidates AS (
+    SELECT DISTINCT ON (account_id, livemode, meter_id, customer, event_ts - event_ts % size) n.*
+    FROM new n JOIN unnest($11::text[], $12::bigint[]) AS w(meter_id, size) USING (meter_id)
+    ORDER BY account_id, livemode, meter_id, customer, event_ts - event_ts % size,
+             {_RECEIPT_DESC}
+)
+SELECT counted.new_count, c.*
+FROM (SELECT count(*) AS new_count FROM new) counted LEFT JOIN candidates c ON true
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """What storing a run did: how many events were new, and for each pre-aggregated window the
+    run touched, its latest received new event (the candidate survivor)."""
+
+    new_count: int
+    candidates: list[EventRow]
+
+
+async def store_events(
+    conn: Conn, events: EventColumns, windows: Mapping[str, TimeWindow]
+) -> StoredRun:
+    """Steps 1 to 5 of the module docstring for ``events``, in the caller's transaction."""
+    if not len(events):
+        return StoredRun(0, [])
+    meters = sorted(windows)
+    sizes = [WINDOW_S[windows[m]] for m in meters]
+    rows = await conn.fetch(_STORE_EVENTS, *events.arrays(), meters, sizes)
+    candidates = [event_row(r) for r in rows if r["identifier"] is not None]
+    return StoredRun(int(rows[0]["new_count"]), candidates)

@@ -1,0 +1,274 @@
+"""Applying a folded batch to PostgreSQL: one transaction holds the rollups and the offsets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aggregator.rollups.columns import Segment
+from aggregator.rollups.event_store import store_events
+from aggregator.rollups.fold import (
+    DAY_S,
+    MINUTE_S,
+    EventRow,
+    TimeWindow,
+    keyed_by_window,
+    latest_per_window,
+    minute_of,
+    overwrites,
+    window_of,
+)
+from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.window_store import apply_overwrites, recompute_window, stored_survivors
+from aggregator.usage_feed.outbox import UsageChanges, UsageKey, record_usage_changes
+from meterflow.errors import MeterflowError
+from meterflow.records.meter_events import CancelRecord
+from meterflow.store.pg import Conn
+
+_PARTITION_LOCK = 0x6D6676_0002  # serialises creation of meter_events day partitions
+
+
+class OffsetFenced(MeterflowError):
+    """The stored offset is not where this batch starts: another consumer owns the partition now,
+    or this one must re-seek. The transaction is rolled back; nothing is applied."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSpan:
+    """The offsets one batch covers in one Kafka partition: ``[first, next)``."""
+
+    partition: int
+    first_offset: int
+    next_offset: int
+
+
+@dataclass(slots=True)
+class FoldOutcome:
+    events_new: int = 0
+    events_duplicate: int = 0
+    cancels_applied: int = 0
+    cancels_unmatched: int = 0
+
+
+async def stored_offsets(
+    conn: Conn, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    rows = await conn.fetch(
+        """SELECT partition, next_offset FROM consumer_offsets
+           WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])""",
+        group,
+        topic,
+        list(partitions),
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+def _partition_name(day_ts: int) -> str:
+    return "meter_events_" + datetime.fromtimestamp(day_ts, tz=UTC).strftime("%Y%m%d")
+
+
+async def ensure_event_partitions(conn: Conn, days: Iterable[int]) -> None:
+    """Create the day partitions of ``meter_events`` that do not exist yet (idempotent)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+        for day in sorted(set(days)):
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_partition_name(day)} PARTITION OF meter_events "
+                f"FOR VALUES FROM ({day}) TO ({day + DAY_S})"
+            )
+
+
+async def fence_offsets(conn: Conn, group: str, topic: str, spans: Sequence[PartitionSpan]) -> None:
+    """Lock this batch's offset rows and check each partition continues where it left off."""
+    await conn.executemany(
+        """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+        [(group, topic, s.partition, s.first_offset) for s in spans],
+    )
+    rows = await conn.fetch(
+        """SELECT partition, next_offset FROM consumer_offsets
+           WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[]) FOR UPDATE""",
+        group,
+        topic,
+        [s.partition for s in spans],
+    )
+    stored = {r["partition"]: r["next_offset"] for r in rows}
+    for span in spans:
+        if stored[span.partition] != span.first_offset:
+            raise OffsetFenced(
+                f"partition {span.partition}: stored offset {stored[span.partition]}, "
+                f"batch starts at {span.first_offset}"
+            )
+
+
+async def recompute_minute(
+    conn: Conn, *, account_id: str, livemode: bool, meter_id: str, customer: str, minute_ts: int
+) -> None:
+    """Rebuild one rollup row from the raw events that still count."""
+    scope = (account_id, livemode, meter_id, customer, minute_ts, minute_ts + MINUTE_S)
+    where = """account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
+               AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled"""
+    totals = await conn.fetchrow(
+        f"SELECT coalesce(sum(value), 0) AS s, count(*) AS c FROM meter_events WHERE {where}",
+        *scope,
+    )
+    assert totals is not None  # noqa: S101 - an aggregate always yields a row
+    if totals["c"] == 0:
+        await conn.execute(
+            """DELETE FROM rollups_minute WHERE account_id = $1 AND livemode = $2
+               AND meter_id = $3 AND customer = $4 AND minute_ts = $5""",
+            *scope[:5],
+        )
+        return
+    last = await conn.fetchrow(
+        f"""SELECT value, received_ms, receipt_batch, receipt_index FROM meter_events
+            WHERE {where}
+            ORDER BY received_ms DESC, receipt_batch DESC, receipt_index DESC LIMIT 1""",
+        *scope,
+    )
+    assert last is not None  # noqa: S101 - count > 0
+    await conn.execute(
+        """UPDATE rollups_minute SET value_sum = $6, event_count = $7, last_value = $8,
+               last_received_ms = $9, last_receipt_batch = $10, last_receipt_index = $11
+           WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
+               AND minute_ts = $5""",
+        *scope[:5],
+        totals["s"],
+        totals["c"],
+        last["value"],
+        last["received_ms"],
+        last["receipt_batch"],
+        last["receipt_index"],
+    )
+
+
+async def _elect_survivors(
+    conn: Conn, rows: Sequence[EventRow], windows: Mapping[str, TimeWindow | None]
+) -> None:
+    """Let new events of pre-aggregated meters replace their windows' survivors where newer."""
+    keyed = keyed_by_window(rows, windows)
+    if keyed:
+        candidates = latest_per_window(keyed)
+        stored = await stored_survivors(conn, list(candidates))
+        await apply_overwrites(conn, overwrites(candidates, stored))
+
+
+async def _apply_cancel(
+    conn: Conn, cancel: CancelRecord, windows: Mapping[str, TimeWindow | None]
+) -> tuple[UsageKey, int] | None:
+    """Cancel the event; returns its (meter, customer) key and time, or None if nothing matched."""
+    target = await conn.fetchrow(
+        """SELECT meter_id, customer, event_ts FROM event_identifiers
+           WHERE account_id = $1 AND livemode = $2 AND identifier = $3""",
+        cancel.account_id,
+        cancel.livemode,
+        cancel.identifier,
+    )
+    if target is None:
+        return None
+    status = await conn.execute(
+        """UPDATE meter_events SET cancelled = true
+           WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
+             AND identifier = $5 AND event_ts = $6 AND NOT cancelled""",
+        cancel.account_id,
+        cancel.livemode,
+        target["meter_id"],
+        target["customer"],
+        cancel.identifier,
+        target["event_ts"],
+    )
+    if status.endswith(" 0"):
+        return None
+    usage_key = (cancel.account_id, cancel.livemode, target["meter_id"], target["customer"])
+    window = windows.get(target["meter_id"])
+    if window is not None:
+        key = (
+            cancel.account_id,
+            cancel.livemode,
+            target["meter_id"],
+            target["customer"],
+            window_of(target["event_ts"], window),
+        )
+        await recompute_window(conn, key, window)
+        return usage_key, target["event_ts"]
+    await recompute_minute(
+        conn,
+        account_id=cancel.account_id,
+        livemode=cancel.livemode,
+        meter_id=target["meter_id"],
+        customer=target["customer"],
+        minute_ts=minute_of(target["event_ts"]),
+    )
+    return usage_key, target["event_ts"]
+
+
+def event_days(segments: Iterable[Segment]) -> set[int]:
+    return {day for s in segments for day in s.events.days()}
+
+
+def meter_ids(segments: Iterable[Segment]) -> set[str]:
+    ids = {meter for s in segments for meter in s.events.meter_ids()}
+    ids.update(s.cancel.meter_id for s in segments if s.cancel is not None)
+    return ids
+
+
+async def apply_batch(
+    conn: Conn,
+    *,
+    group: str,
+    topic: str,
+    spans: Sequence[PartitionSpan],
+    segments: Sequence[Segment],
+    meter_windows: MeterWindows,
+) -> FoldOutcome:
+    """Fold one consumed batch exactly once.
+
+    1. Lock the offset rows of the batch's partitions and check that each continues exactly where
+       the last committed batch ended; otherwise roll back (:class:`OffsetFenced`).
+    2. For each run of events, in one statement (:mod:`aggregator.rollups.event_store`): keep
+       identifiers not seen before (the dedupe set), store those raw events, add them to the
+       minute rollups and append the (meter, customer) usage they changed to the
+       ``usage_changes`` feed; for
+       pre-aggregated meters, the latest received event of each window replaces the window's
+       survivor instead of adding to it.
+    3. For each cancel: mark the raw event cancelled and rebuild its minute (raw meters) or
+       re-elect its window's survivor (pre-aggregated meters) from what still counts.
+    4. Append the usage the cancels changed to ``usage_changes``.
+    5. Advance the stored offsets past the batch.
+    All of it commits together, or none of it does.
+    """
+    outcome = FoldOutcome()
+    changes = UsageChanges()
+    async with conn.transaction():
+        await fence_offsets(conn, group, topic, spans)
+        meters = meter_ids(segments)
+        windows = await meter_windows.resolve(conn, meters)
+        windowed = {m: w for m in meters if (w := windows.get(m)) is not None}
+        for segment in segments:
+            if segment.cancel is not None:
+                cancelled = await _apply_cancel(conn, segment.cancel, windows)
+                if cancelled is not None:
+                    changes.touch(*cancelled, segment.cancel.received_ms)
+                    outcome.cancels_applied += 1
+                else:
+                    outcome.cancels_unmatched += 1
+                continue
+            stored = await store_events(conn, segment.events, windowed)
+            outcome.events_new += stored.new_count
+            outcome.events_duplicate += len(segment.events) - stored.new_count
+            await _elect_survivors(conn, stored.candidates, windows)
+        await record_usage_changes(conn, changes)
+        await conn.executemany(
+            """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+               WHERE group_id = $1 AND topic = $2 AND partition = $3""",
+            [(group, topic, s.partition, s.next_offset) for s in spans],
+        )
+    return outcome
+
+
+def spans_of(offsets: Mapping[int, tuple[int, int]]) -> list[PartitionSpan]:
+    """``{partition: (first offset, last offset)}`` -> spans covering ``[first, last + 1)``."""
+    return [PartitionSpan(p, first, last + 1) for p, (first, last) in sorted(offsets.items())]

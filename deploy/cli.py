@@ -1,0 +1,211 @@
+"""The ``meterflow`` command: one entry point, a subcommand per component and operation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+
+from meterflow.errors import ConfigurationError, MeterflowError
+from meterflow.runtime import lower_priority, tune_garbage_collector
+from meterflow.settings import Settings, environment_variables, load_settings
+
+T = TypeVar("T")
+
+
+def _need_database(settings: Settings) -> str:
+    if not settings.database_url:
+        raise ConfigurationError(
+            "DATABASE_URL is not set (meterflow up starts a local PostgreSQL; other commands "
+            "need to be told where it is)"
+        )
+    return settings.database_url
+
+
+def _need_kafka(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return settings.kafka_bootstrap_servers
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    from deploy.stack import run_stack  # noqa: PLC0415 - launcher imports stay off other paths
+
+    return run_stack(settings)
+
+
+def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
+    from ingest.server import run_ingest  # noqa: PLC0415
+
+    _need_database(settings)
+    tune_garbage_collector()
+    run_ingest(settings)
+    return 0
+
+
+def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
+    from aggregator.process import run_aggregator  # noqa: PLC0415
+
+    tune_garbage_collector()
+    lower_priority(settings.consumer_nice)
+    run_aggregator(settings)
+    return 0
+
+
+def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
+    from aggregator.alerts.process import run_alerts  # noqa: PLC0415
+
+    _need_database(settings)
+    _need_kafka(settings)
+    tune_garbage_collector()
+    lower_priority(settings.consumer_nice)
+    run_alerts(settings)
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from meterflow.store.migrations import migrate  # noqa: PLC0415
+
+    applied = asyncio.run(migrate(_need_database(settings)))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
+    from meterflow.kafka.topics import ensure_topics, topic_specs  # noqa: PLC0415
+
+    specs = topic_specs(settings.topic_prefix)
+    created = asyncio.run(ensure_topics(_need_kafka(settings), specs))
+    print(f"{len(specs)} topic(s) present; created: {', '.join(created) or 'none'}")
+    return 0
+
+
+async def _with_connection(
+    settings: Settings, work: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]
+) -> T:
+    conn = await asyncpg.connect(_need_database(settings))
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
+    from meterflow.store.accounts import create_account  # noqa: PLC0415
+
+    account = asyncio.run(
+        _with_connection(settings, lambda c: create_account(c, args.name, livemode=args.live))
+    )
+    print(f"account: {account.account_id}")
+    print(f"secret key: {account.secret_key}")
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from meterflow.store.accounts import create_key  # noqa: PLC0415
+
+    key = asyncio.run(
+        _with_connection(settings, lambda c: create_key(c, args.account, livemode=args.live))
+    )
+    print(key)
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from meterflow.store.accounts import revoke_key  # noqa: PLC0415
+
+    revoked = asyncio.run(_with_connection(settings, lambda c: revoke_key(c, args.key)))
+    print("revoked" if revoked else "no such active key")
+    return 0 if revoked else 1
+
+
+def cmd_maintenance(settings: Settings, _args: argparse.Namespace) -> int:
+    from aggregator.maintenance.retention import run_maintenance  # noqa: PLC0415
+
+    now_ms = int(time.time() * 1000)
+    retention_days = settings.event_retention_days
+    report = asyncio.run(
+        _with_connection(
+            settings, lambda c: run_maintenance(c, now_ms=now_ms, retention_days=retention_days)
+        )
+    )
+    if report is None:
+        print("another process is running maintenance; nothing done")
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
+    masked = settings.masked()
+    for variable, field_name in environment_variables().items():
+        print(f"{variable}={masked[field_name]}")
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meterflow", description="Self-hosted, Stripe-compatible meter event pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, command: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(run=command)
+        return p
+
+    add("up", cmd_up, "Run the whole stack locally (starts Kafka and PostgreSQL if not given).")
+    add("ingest", cmd_ingest, "Run the HTTP API service.")
+    add("aggregator", cmd_aggregator, "Run the consumer that folds meter events into rollups.")
+    add("alerts", cmd_alerts, "Run the alert evaluator that fires billing alerts on usage.")
+    add("migrate", cmd_migrate, "Apply pending database migrations from sql/.")
+    add("topics", cmd_topics, "Create the Kafka topics meterflow uses, if missing.")
+    add("config", cmd_config, "Print the effective configuration (secrets masked).")
+    add("maintenance", cmd_maintenance, "Run one retention pass: prune old rows and partitions.")
+
+    accounts = sub.add_parser("accounts", help="Manage accounts and API keys.")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    create = accounts_sub.add_parser("create", help="Create an account and print a secret key.")
+    create.add_argument("--name", default="default", help="a label for the account")
+    create.add_argument("--live", action="store_true", help="issue an sk_live_ key")
+    create.set_defaults(run=cmd_accounts_create)
+
+    keys = accounts_sub.add_parser("keys", help="Issue or revoke secret keys.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    key_create = keys_sub.add_parser("create", help="Issue a new secret key for an account.")
+    key_create.add_argument("account", help="account id (acct_...)")
+    key_create.add_argument("--live", action="store_true", help="issue an sk_live_ key")
+    key_create.set_defaults(run=cmd_keys_create)
+    key_revoke = keys_sub.add_parser("revoke", help="Revoke a secret key.")
+    key_revoke.add_argument("key", help="the secret key to revoke")
+    key_revoke.set_defaults(run=cmd_keys_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+        command: Command = args.run
+        return command(settings, args)
+    except MeterflowError as exc:
+        print(f"meterflow: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

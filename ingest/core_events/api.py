@@ -1,0 +1,178 @@
+"""``/v2/core/events``: the v2 core events (thin events) of the caller's account and mode.
+
+The list is newest first, in Stripe's v2 list shape ``{"data", "next_page_url",
+"previous_page_url"}``; the page URLs are relative (``/v2/core/events?limit=…&page=…``), carry the
+filters, and are what Stripe's SDKs request to auto-paginate. The ``page`` token is opaque: it holds
+a position in the account's event order and a direction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import asyncpg
+import orjson
+
+from ingest.edge.auth import Principal
+from ingest.edge.http import Request, Response, json_response
+from ingest.edge.params import Params
+from ingest.edge.routing import Route
+from meterflow.errors import InvalidRequest, ResourceMissing
+from meterflow.rules.events import format_rfc3339
+
+BASE = "/v2/core/events"
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_TYPES = 20
+_COLUMNS = "seq, id, type, created_ms, livemode, related_object, data"
+
+Direction = Literal["after", "before"]
+
+
+@dataclass(frozen=True, slots=True)
+class PageToken:
+    direction: Direction  # "after": older than ``seq``; "before": newer than ``seq``
+    seq: int
+
+
+def encode_page(token: PageToken) -> str:
+    raw = orjson.dumps({"d": token.direction, "s": token.seq})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page(text: str) -> PageToken:
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        direction, seq = doc["d"], doc["s"]
+    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        raise _bad_page() from exc
+    if direction not in ("after", "before") or not isinstance(seq, int):
+        raise _bad_page()
+    return PageToken(direction, seq)
+
+
+def _bad_page() -> InvalidRequest:
+    return InvalidRequest("Invalid page: not a page token from a previous list.", param="page")
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    limit: int
+    object_id: str | None
+    types: tuple[str, ...]
+    page: PageToken | None
+
+    def url(self, page: PageToken) -> str:
+        """The relative URL of another page of the same list."""
+        pairs = [("limit", str(self.limit))]
+        if self.object_id is not None:
+            pairs.append(("object_id", self.object_id))
+        pairs.extend((f"types[{i}]", t) for i, t in enumerate(self.types))
+        pairs.append(("page", encode_page(page)))
+        return f"{BASE}?{urlencode(pairs)}"
+
+
+def parse_list_query(params: Params) -> EventQuery:
+    limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    object_id = params.string("object_id", max_length=255)
+    types = params.string_list("types")
+    if len(types) > MAX_TYPES:
+        raise InvalidRequest(f"Invalid types: at most {MAX_TYPES} are allowed.", param="types")
+    page_text = params.string("page", max_length=200)
+    params.finish()
+    page = None if page_text is None else decode_page(page_text)
+    return EventQuery(limit, object_id, tuple(types), page)
+
+
+def render_event(row: asyncpg.Record) -> dict[str, Any]:
+    """The full ``v2.core.event``; ``data`` and ``related_object`` are sent as stored."""
+    related = row["related_object"]
+    return {
+        "id": row["id"],
+        "object": "v2.core.event",
+        "type": row["type"],
+        "created": format_rfc3339(row["created_ms"]),
+        "livemode": row["livemode"],
+        "context": None,
+        "reason": None,
+        "related_object": None if related is None else orjson.Fragment(related),
+        "data": orjson.Fragment(row["data"]),
+    }
+
+
+class CoreEventsApi:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", BASE, self.list_events),
+            Route("GET", BASE + "/{id}", self.retrieve),
+        ]
+
+    async def retrieve(self, request: Request, who: Principal) -> Response:
+        Params(request.params()).finish()
+        event_id = request.path_params["id"]
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM core_events "
+            "WHERE id = $1 AND account_id = $2 AND livemode = $3",
+            event_id,
+            who.account_id,
+            who.livemode,
+        )
+        if row is None:
+            raise ResourceMissing(f"No such v2.core.event: '{event_id}'")
+        return json_response(render_event(row))
+
+    async def list_events(self, request: Request, who: Principal) -> Response:
+        query = parse_list_query(Params(request.params()))
+        rows, more = await self._page(who, query)
+        first, last = (rows[0]["seq"], rows[-1]["seq"]) if rows else (None, None)
+        cursor = query.page
+        older: PageToken | None = None
+        newer: PageToken | None = None
+        if cursor is None or cursor.direction == "after":
+            if more and last is not None:
+                older = PageToken("after", last)
+            if cursor is not None:
+                newer = PageToken("before", first if first is not None else cursor.seq)
+        else:
+            if more and first is not None:
+                newer = PageToken("before", first)
+            older = PageToken("after", last if last is not None else cursor.seq)
+        return json_response(
+            {
+                "data": [render_event(r) for r in rows],
+                "next_page_url": None if older is None else query.url(older),
+                "previous_page_url": None if newer is None else query.url(newer),
+            }
+        )
+
+    async def _page(self, who: Principal, query: EventQuery) -> tuple[list[asyncpg.Record], bool]:
+        """Up to ``limit`` events newest first, and whether more lie beyond them."""
+        args: list[object] = [who.account_id, who.livemode, query.limit + 1]
+        conditions = ""
+        if query.object_id is not None:
+            args.append(query.object_id)
+            conditions += f" AND related_object_id = ${len(args)}"
+        if query.types:
+            args.append(list(query.types))
+            conditions += f" AND type = ANY(${len(args)}::text[])"
+        backwards = query.page is not None and query.page.direction == "before"
+        if query.page is not None:
+            args.append(query.page.seq)
+            conditions += f" AND seq {'>' if backwards else '<'} ${len(args)}"
+        rows = await self._pool.fetch(
+            f"""SELECT {_COLUMNS} FROM core_events
+                WHERE account_id = $1 AND livemode = $2{conditions}
+                ORDER BY seq {"ASC" if backwards else "DESC"} LIMIT $3""",
+            *args,
+        )
+        page = rows[: query.limit]
+        if backwards:
+            page.reverse()
+        return page, len(rows) > query.limit

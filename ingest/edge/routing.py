@@ -1,0 +1,59 @@
+"""Matching a method and path to an endpoint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ingest.edge.auth import Principal
+from ingest.edge.http import Request, Response
+from meterflow.errors import MethodNotAllowed, UnknownRoute
+
+AuthedHandler = Callable[[Request, Principal], Awaitable[Response]]
+PublicHandler = Callable[[Request], Awaitable[Response]]
+
+_SEGMENT = re.compile(r"\{(\w+)\}")
+# A path parameter: up to 255 characters, no slash and no control character (PostgreSQL text
+# cannot hold NUL, and no object id holds one), so such a path is an unknown URL, a 404.
+_PARAMETER = r"[^/\x00-\x1f\x7f]{1,255}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    template: str
+    handler: AuthedHandler | PublicHandler
+    authenticated: bool = True
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        named = _SEGMENT.sub(lambda m: f"(?P<{m[1]}>{_PARAMETER})", self.template)
+        return re.compile(f"^{named}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    path_params: dict[str, str]
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = [(route, route.pattern) for route in routes]
+
+    def match(self, method: str, path: str) -> Match:
+        allowed: list[str] = []
+        for route, pattern in self._routes:
+            found = pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return Match(route, found.groupdict())
+            allowed.append(route.method)
+        if allowed:
+            raise MethodNotAllowed(
+                f"Unsupported method {method} for {path}: use {', '.join(sorted(allowed))}.",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
+        raise UnknownRoute(f"Unrecognized request URL ({method}: {path}).")

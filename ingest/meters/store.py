@@ -1,0 +1,170 @@
+"""Meters in PostgreSQL, always scoped to one account and mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+
+from ingest.edge.auth import Principal
+from ingest.edge.list_pages import PageRequest, fetch_page
+from meterflow.ids import object_id
+
+Formula = Literal["sum", "count", "last"]
+TimeWindow = Literal["hour", "day"]
+Status = Literal["active", "inactive"]
+
+_COLUMNS = (
+    "seq, id, livemode, event_name, display_name, formula, customer_key, value_key, "
+    "event_time_window, status, created, updated, deactivated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    seq: int
+    id: str
+    livemode: bool
+    event_name: str
+    display_name: str
+    formula: Formula
+    customer_key: str
+    value_key: str
+    event_time_window: TimeWindow | None
+    status: Status
+    created: int
+    updated: int
+    deactivated_at: int | None
+
+    def to_stripe(self) -> dict[str, Any]:
+        """The ``billing.meter`` object exactly as Stripe shapes it."""
+        return {
+            "id": self.id,
+            "object": "billing.meter",
+            "created": self.created,
+            "customer_mapping": {"event_payload_key": self.customer_key, "type": "by_id"},
+            "default_aggregation": {"formula": self.formula},
+            "display_name": self.display_name,
+            "event_name": self.event_name,
+            "event_time_window": self.event_time_window,
+            "livemode": self.livemode,
+            "status": self.status,
+            "status_transitions": {"deactivated_at": self.deactivated_at},
+            "updated": self.updated,
+            "value_settings": {"event_payload_key": self.value_key},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMeter:
+    event_name: str
+    display_name: str
+    formula: Formula
+    customer_key: str
+    value_key: str
+    event_time_window: TimeWindow | None
+
+
+class EventNameTaken(Exception):
+    """Another meter of the account and mode already uses the event name."""
+
+
+def _meter(row: asyncpg.Record) -> Meter:
+    return Meter(**dict(row))
+
+
+class MeterStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, who: Principal, new: NewMeter, now_s: int) -> Meter:
+        try:
+            row = await self._pool.fetchrow(
+                f"""INSERT INTO meters (id, account_id, livemode, event_name, display_name, formula,
+                        customer_key, value_key, event_time_window, created, updated)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                    RETURNING {_COLUMNS}""",
+                object_id("mtr", livemode=who.livemode),
+                who.account_id,
+                who.livemode,
+                new.event_name,
+                new.display_name,
+                new.formula,
+                new.customer_key,
+                new.value_key,
+                new.event_time_window,
+                now_s,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "meters_event_name_unique":
+                raise EventNameTaken(new.event_name) from exc
+            raise
+        assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
+        return _meter(row)
+
+    async def get(self, who: Principal, meter_id: str) -> Meter | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM meters WHERE id = $1 AND account_id = $2 AND livemode = $3",
+            meter_id,
+            who.account_id,
+            who.livemode,
+        )
+        return None if row is None else _meter(row)
+
+    async def by_event_name(self, who: Principal, event_name: str) -> Meter | None:
+        """The meter (active or not) that events named ``event_name`` belong to."""
+        row = await self._pool.fetchrow(
+            f"""SELECT {_COLUMNS} FROM meters
+                WHERE account_id = $1 AND livemode = $2 AND event_name = $3""",
+            who.account_id,
+            who.livemode,
+            event_name,
+        )
+        return None if row is None else _meter(row)
+
+    async def rename(
+        self, who: Principal, meter_id: str, display_name: str, now_s: int
+    ) -> Meter | None:
+        row = await self._pool.fetchrow(
+            f"""UPDATE meters SET display_name = $4, updated = $5
+                WHERE id = $1 AND account_id = $2 AND livemode = $3 RETURNING {_COLUMNS}""",
+            meter_id,
+            who.account_id,
+            who.livemode,
+            display_name,
+            now_s,
+        )
+        return None if row is None else _meter(row)
+
+    async def set_status(
+        self, who: Principal, meter_id: str, status: Status, now_s: int
+    ) -> Meter | None:
+        """Deactivate or reactivate; a no-op transition leaves the object untouched."""
+        row = await self._pool.fetchrow(
+            f"""UPDATE meters
+                SET status = $4,
+                    updated = CASE WHEN status = $4 THEN updated ELSE $5 END,
+                    deactivated_at = CASE WHEN $4 = 'active' THEN NULL
+                                          WHEN status = $4 THEN deactivated_at ELSE $5 END
+                WHERE id = $1 AND account_id = $2 AND livemode = $3 RETURNING {_COLUMNS}""",
+            meter_id,
+            who.account_id,
+            who.livemode,
+            status,
+            now_s,
+        )
+        return None if row is None else _meter(row)
+
+    async def page(
+        self, who: Principal, page: PageRequest, *, status: Status | None
+    ) -> tuple[list[Meter], bool] | None:
+        """Newest first: a page of meters, and whether more follow (None: unknown cursor)."""
+        found = await fetch_page(
+            self._pool, who, page, table="meters", columns=_COLUMNS,
+            filters={"status": status} if status is not None else None,
+        )  # fmt: skip
+        if found is None:
+            return None
+        rows, has_more = found
+        return [_meter(r) for r in rows], has_more

@@ -1,0 +1,190 @@
+"""Kafka consumers whose offsets live in PostgreSQL: the plumbing every folding consumer shares.
+
+Each consumer group's next offsets are stored in ``consumer_offsets`` in the same transaction as
+what the batch produced. On every partition assignment the consumer seeks to them; Kafka's own
+commits are advisory, so standard tooling can show the group's lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
+
+from aggregator.rollups.store import OffsetFenced, stored_offsets
+from meterflow.kafka.lag import track_lag
+from meterflow.settings import Settings
+
+log = logging.getLogger("meterflow.aggregator")
+
+POLL_TIMEOUT_MS = 100
+
+Batch = Mapping[TopicPartition, list[ConsumerRecord]]
+
+
+def folding_consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own and reads only committed records."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=POLL_TIMEOUT_MS,
+        max_poll_interval_ms=300_000,
+        # How long a crashed member keeps its partitions before the group reassigns them.
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
+    )
+
+
+async def seek_to_stored(
+    consumer: AIOKafkaConsumer,
+    pool: asyncpg.Pool,
+    group: str,
+    topic: str,
+    assigned: list[TopicPartition],
+) -> dict[int, int]:
+    """Seek each assigned partition to its stored offset (0 when none); return the positions."""
+    async with pool.acquire() as conn:
+        stored = await stored_offsets(conn, group, topic, [tp.partition for tp in assigned])
+    positions: dict[int, int] = {}
+    for tp in assigned:
+        # Never seek_to_beginning here: it awaits the group coordinator, which a rebalance
+        # callback cannot wait for while the broker is away. An offset 0 already deleted by
+        # retention is handled by auto_offset_reset="earliest".
+        positions[tp.partition] = stored.get(tp.partition, 0)
+        consumer.seek(tp, positions[tp.partition])
+    log.info("%s: partitions of %s assigned at %s", group, topic, stored)
+    return positions
+
+
+class SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Calls ``seek`` with the partitions of every new assignment."""
+
+    def __init__(self, seek: Callable[[list[TopicPartition]], Awaitable[object]]) -> None:
+        self._seek = seek
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._seek(assigned)
+
+
+def batch_offsets(batch: Batch) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, last offset)}`` of a fetched batch."""
+    return {tp.partition: (m[0].offset, m[-1].offset) for tp, m in batch.items()}
+
+
+async def commit_advisory(
+    consumer: AIOKafkaConsumer, topic: str, offsets: Mapping[int, tuple[int, int]]
+) -> None:
+    """Tell Kafka how far the group got, for lag tooling only; failures are logged, not raised."""
+    try:
+        await consumer.commit(
+            {TopicPartition(topic, p): last + 1 for p, (_, last) in offsets.items()}
+        )
+    except KafkaError as exc:
+        log.warning("advisory Kafka commit failed: %s", exc)
+
+
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_RETRY_PAUSE_S = 1.0
+
+
+async def reseek_until_done(seek: Callable[[], Awaitable[object]], stopping: asyncio.Event) -> None:
+    """Seek back to the stored offsets, waiting out a database that does not answer."""
+    while not stopping.is_set():
+        try:
+            await seek()
+        except DATABASE_ERRORS:
+            log.exception("cannot read the stored offsets; retrying")
+            await asyncio.sleep(_RETRY_PAUSE_S)
+        else:
+            return
+
+
+class StoredOffsetConsumer:
+    """A consumer group whose offsets live in PostgreSQL, as the folding consumers share it.
+
+    On every partition assignment it seeks to the stored offsets. ``run()`` hands each fetched
+    batch to :meth:`fold`, which must write the batch's offsets in its own transaction; a batch
+    that is fenced (:class:`OffsetFenced`) or fails on the database is read again from the
+    stored offsets. Lag is reported through :func:`~meterflow.kafka.lag.track_lag`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        registry: CollectorRegistry,
+        *,
+        topic: str,
+        group: str,
+        batch_max: int,
+        fenced: Counter,
+        failures: Counter,
+    ) -> None:
+        self._pool = pool
+        self._topic = topic
+        self._group = group
+        self._batch_max = batch_max
+        self._fenced = fenced
+        self._failures = failures
+        self._stopping = asyncio.Event()
+        self._consumer = folding_consumer(settings, group)
+        self._lag = track_lag(registry, group, self._consumer)
+
+    async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        positions = await seek_to_stored(
+            self._consumer, self._pool, self._group, self._topic, assigned
+        )
+        self._lag.folded_up_to(positions)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Fold until asked to stop; each batch commits fully or not at all."""
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(
+                timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
+            )
+            if not batch:
+                continue
+            try:
+                await self.fold(batch)
+            except OffsetFenced as exc:
+                self._fenced.inc()
+                log.warning("%s: batch rolled back, re-seeking: %s", self._group, exc)
+            except DATABASE_ERRORS:
+                self._failures.inc()
+                log.exception("%s: folding a batch failed; reading it again", self._group)
+            else:
+                continue
+            await reseek_until_done(
+                lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
+            )
+
+    async def fold(self, batch: Batch) -> None:
+        """Apply one batch, its offsets included, in one transaction."""
+        raise NotImplementedError
+
+    async def folded(self, offsets: Mapping[int, tuple[int, int]]) -> None:
+        """After a batch committed: record its positions for lag, tell Kafka (advisory)."""
+        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
+        await commit_advisory(self._consumer, self._topic, offsets)
