@@ -30,7 +30,7 @@ async def serve_aggregator(settings: Settings) -> None:
         raise ConfigurationError("the aggregator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     registry = CollectorRegistry()
     metrics_server, metrics_thread = start_http_server(
-        settings.aggregator_metrics_port, addr=settings.http_host, registry=registry
+        settings.aggregator.aggregator_metrics_port, addr=settings.http_host, registry=registry
     )
     # The fold, the relay, the error-report consumer, its window closer, the webhook worker and
     # maintenance each hold a connection briefly.
@@ -63,7 +63,7 @@ async def serve_aggregator(settings: Settings) -> None:
         log.info(
             "aggregator folding; metrics on http://%s:%d/metrics",
             settings.http_host,
-            settings.aggregator_metrics_port,
+            settings.aggregator.aggregator_metrics_port,
         )
         await consumer.run()
     finally:

@@ -53,7 +53,7 @@ def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
     from aggregator.process import run_aggregator  # noqa: PLC0415
 
     tune_garbage_collector()
-    lower_priority(settings.consumer_nice)
+    lower_priority(settings.consumers.consumer_nice)
     run_aggregator(settings)
     return 0
 
@@ -64,7 +64,7 @@ def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
     _need_database(settings)
     _need_kafka(settings)
     tune_garbage_collector()
-    lower_priority(settings.consumer_nice)
+    lower_priority(settings.consumers.consumer_nice)
     run_alerts(settings)
     return 0
 
@@ -129,7 +129,7 @@ def cmd_maintenance(settings: Settings, _args: argparse.Namespace) -> int:
     from aggregator.maintenance.retention import run_maintenance  # noqa: PLC0415
 
     now_ms = int(time.time() * 1000)
-    retention_days = settings.event_retention_days
+    retention_days = settings.aggregator.event_retention_days
     report = asyncio.run(
         _with_connection(
             settings, lambda c: run_maintenance(c, now_ms=now_ms, retention_days=retention_days)

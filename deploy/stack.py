@@ -159,10 +159,11 @@ def local_postgres(
         return
     server = LocalPostgresServer(
         PostgresServerConfig(
-            data_dir=settings.data_dir / "postgres", port=settings.local_postgres_port
+            data_dir=settings.launcher.data_dir / "postgres",
+            port=settings.launcher.local_postgres_port,
         )
     )
-    say(f"starting PostgreSQL on 127.0.0.1:{settings.local_postgres_port}")
+    say(f"starting PostgreSQL on 127.0.0.1:{settings.launcher.local_postgres_port}")
     with server:  # starts it, and stops it on the way out
         yield RunningService(server.dsn, server.pid)
 
@@ -175,14 +176,17 @@ def local_kafka(settings: Settings, say: Callable[[str], None] = _say) -> Iterat
         return
     broker = LocalKafkaBroker(
         KafkaBrokerConfig(
-            version=settings.kafka_version,
-            cache_dir=settings.cache_dir,
-            data_dir=settings.data_dir / "kafka",
-            port=settings.local_kafka_port,
-            controller_port=settings.local_kafka_controller_port,
+            version=settings.launcher.kafka_version,
+            cache_dir=settings.launcher.cache_dir,
+            data_dir=settings.launcher.data_dir / "kafka",
+            port=settings.launcher.local_kafka_port,
+            controller_port=settings.launcher.local_kafka_controller_port,
         )
     )
-    say(f"starting Kafka {settings.kafka_version} on 127.0.0.1:{settings.local_kafka_port}")
+    say(
+        f"starting Kafka {settings.launcher.kafka_version} "
+        f"on 127.0.0.1:{settings.launcher.local_kafka_port}"
+    )
     with broker:  # starts it, and stops it on the way out
         yield RunningService(broker.bootstrap_servers, broker.pid)
 
@@ -217,13 +221,15 @@ def run_stack(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, children: list[ChildService], key: str, started: float) -> int:
-    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    base_url = f"http://{settings.http_host}:{settings.ingest.http_port}"
     for child in children:
         child.start()
     wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
-    aggregator_metrics = f"http://{settings.http_host}:{settings.aggregator_metrics_port}/metrics"
+    aggregator_metrics = (
+        f"http://{settings.http_host}:{settings.aggregator.aggregator_metrics_port}/metrics"
+    )
     wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
-    alerts_metrics = f"http://{settings.http_host}:{settings.alerts_metrics_port}/metrics"
+    alerts_metrics = f"http://{settings.http_host}:{settings.alerts.alerts_metrics_port}/metrics"
     wait_http_ready(alerts_metrics, children[2], _READY_TIMEOUT_S)
     _say(f"stack up in {time.monotonic() - started:.1f}s")
     print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)

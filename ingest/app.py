@@ -106,13 +106,13 @@ class IngestApp:
             PoolCollector(lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size()))
         )
         self._authenticator = Authenticator(
-            PgKeyDirectory(self.pool), ttl_s=self.settings.auth_cache_ttl_s
+            PgKeyDirectory(self.pool), ttl_s=self.settings.ingest.auth_cache_ttl_s
         )
         self._idempotent = IdempotentRequests(
             PgIdempotencyStore(self.pool), IdempotencyMetrics(self.registry)
         )
         store = MeterStore(self.pool)
-        directory = MeterDirectory(store, ttl_s=self.settings.meter_cache_ttl_s)
+        directory = MeterDirectory(store, ttl_s=self.settings.ingest.meter_cache_ttl_s)
         meters = MetersApi(store, on_change=directory.forget)
         publisher = await self._start_publisher()
         events = MeterEventsApi(
@@ -121,9 +121,13 @@ class IngestApp:
             publisher=publisher,
             topic=meter_events_topic(self.settings.topic_prefix),
             metrics=MeterEventMetrics(self.registry),
-            limiter=AccountLimiter("meter events", self.settings.rate_limit_meter_events_per_s),
+            limiter=AccountLimiter(
+                "meter events", self.settings.ingest.rate_limit_meter_events_per_s
+            ),
         )
-        sessions = SessionAuthority(self.pool, revocation_ttl_s=self.settings.auth_cache_ttl_s)
+        sessions = SessionAuthority(
+            self.pool, revocation_ttl_s=self.settings.ingest.auth_cache_ttl_s
+        )
         await sessions.load_keys()
         stream = MeterEventStreamApi(
             sessions=sessions,
@@ -131,7 +135,9 @@ class IngestApp:
             publisher=publisher,
             events_topic=meter_events_topic(self.settings.topic_prefix),
             rejected_topic=meter_events_rejected_topic(self.settings.topic_prefix),
-            limiter=AccountLimiter("stream events", self.settings.rate_limit_stream_events_per_s),
+            limiter=AccountLimiter(
+                "stream events", self.settings.ingest.rate_limit_stream_events_per_s
+            ),
             registry=self.registry,
         )
         self._router = Router(
@@ -157,10 +163,10 @@ class IngestApp:
             return UnconfiguredPublisher()
         self.publisher = EventPublisher(
             self.settings.kafka_bootstrap_servers,
-            publish_timeout_s=self.settings.publish_timeout_s,
+            publish_timeout_s=self.settings.ingest.publish_timeout_s,
             registry=self.registry,
         )
-        await self.publisher.start(wait_s=self.settings.publish_timeout_s)
+        await self.publisher.start(wait_s=self.settings.ingest.publish_timeout_s)
         return self.publisher
 
     async def shutdown(self) -> None:
@@ -248,10 +254,10 @@ class IngestApp:
         assert self._idempotent is not None  # noqa: S101 - set with the authenticator
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            body = await _read_body(receive, headers, self.settings.max_body_bytes)
+            body = await _read_body(receive, headers, self.settings.ingest.max_body_bytes)
         except _BodyTooLarge as exc:
             raise PayloadTooLarge(
-                f"The request body is larger than {self.settings.max_body_bytes} bytes."
+                f"The request body is larger than {self.settings.ingest.max_body_bytes} bytes."
             ) from exc
         request = Request(
             method=scope["method"],

@@ -16,7 +16,7 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
     config = uvicorn.Config(
         app,
         host=settings.http_host,
-        port=settings.http_port,
+        port=settings.ingest.http_port,
         loop="uvloop",
         http="httptools",
         lifespan="on",

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="api",
         help="noop: measure the generator itself against a local no-op server",
     )
-    p.add_argument("--url", default=f"http://{settings.http_host}:{settings.http_port}")
+    p.add_argument("--url", default=f"http://{settings.http_host}:{settings.ingest.http_port}")
     p.add_argument(
         "--database-url",
         default=settings.database_url,

@@ -89,7 +89,7 @@ def make_account(database_url: str) -> AccountFactory:
 
 @pytest.fixture
 def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Settings:
-    return Settings(
+    return Settings().with_overrides(
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,

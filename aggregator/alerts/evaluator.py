@@ -75,7 +75,7 @@ class AlertEvaluator:
         self._pool = pool
         self._clock = clock
         self._topic = usage_changes_topic(settings.topic_prefix)
-        self._group = settings.alerts_consumer_group
+        self._group = settings.alerts.alerts_consumer_group
         self.metrics = AlertMetrics(registry)
         self._consumer = folding_consumer(settings, self._group)
         self._lag = track_lag(registry, self._group, self._consumer)

@@ -27,7 +27,7 @@ async def serve_alerts(settings: Settings) -> None:
         )
     registry = CollectorRegistry()
     metrics_server, metrics_thread = start_http_server(
-        settings.alerts_metrics_port, addr=settings.http_host, registry=registry
+        settings.alerts.alerts_metrics_port, addr=settings.http_host, registry=registry
     )
     # The evaluation and the sweep each hold a connection briefly.
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
@@ -40,7 +40,7 @@ async def serve_alerts(settings: Settings) -> None:
         log.info(
             "alert evaluator running; metrics on http://%s:%d/metrics",
             settings.http_host,
-            settings.alerts_metrics_port,
+            settings.alerts.alerts_metrics_port,
         )
         await evaluator.run()
     finally:

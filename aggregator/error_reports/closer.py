@@ -37,12 +37,12 @@ class ErrorReportCloser:
         on_events: Callable[[list[CoreEvent]], None] = lambda _events: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if settings.error_report_grace_s < 0:
+        if settings.aggregator.error_report_grace_s < 0:
             raise ConfigurationError("METERFLOW_ERROR_REPORT_GRACE_S must not be negative")
         self._pool = pool
-        self._grace_ms = int(settings.error_report_grace_s * 1000)
+        self._grace_ms = int(settings.aggregator.error_report_grace_s * 1000)
         self.interval_s = max(
-            _MIN_INTERVAL_S, min(_MAX_INTERVAL_S, settings.error_report_grace_s / 2)
+            _MIN_INTERVAL_S, min(_MAX_INTERVAL_S, settings.aggregator.error_report_grace_s / 2)
         )
         self._on_events = on_events
         self._clock = clock

@@ -29,7 +29,7 @@ _BATCH_MAX = 1000
 
 def error_report_group(settings: Settings) -> str:
     """The consumer group of the rejected-events topic, beside the rollup consumer's."""
-    return f"{settings.consumer_group}-error-reports"
+    return f"{settings.aggregator.consumer_group}-error-reports"
 
 
 class ErrorReportMetrics:
@@ -61,7 +61,7 @@ class ErrorReportConsumer(StoredOffsetConsumer):
     def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ConfigurationError("error reports need KAFKA_BOOTSTRAP_SERVERS")
-        if settings.error_report_window_s <= 0:
+        if settings.aggregator.error_report_window_s <= 0:
             raise ConfigurationError("METERFLOW_ERROR_REPORT_WINDOW_S must be positive")
         self.metrics = ErrorReportMetrics(registry)
         super().__init__(
@@ -74,7 +74,7 @@ class ErrorReportConsumer(StoredOffsetConsumer):
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
         )
-        self._window_ms = int(settings.error_report_window_s * 1000)
+        self._window_ms = int(settings.aggregator.error_report_window_s * 1000)
 
     async def fold(self, batch: Batch) -> None:
         records: list[RejectedRecord] = []

@@ -240,7 +240,7 @@ class MaintenanceLoop:
             report = await run_maintenance(
                 conn,
                 now_ms=int(self._clock() * 1000),
-                retention_days=self._settings.event_retention_days,
+                retention_days=self._settings.aggregator.event_retention_days,
             )
         if report is None:
             self.metrics.passes.labels("skipped").inc()
@@ -258,4 +258,6 @@ class MaintenanceLoop:
                 self.metrics.passes.labels("failed").inc()
                 log.exception("maintenance pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.maintenance_interval_s)
+                await asyncio.wait_for(
+                    self._stopping.wait(), self._settings.aggregator.maintenance_interval_s
+                )

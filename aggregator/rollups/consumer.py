@@ -84,8 +84,8 @@ class RollupConsumer(StoredOffsetConsumer):
             pool,
             registry,
             topic=meter_events_topic(settings.topic_prefix),
-            group=settings.consumer_group,
-            batch_max=settings.fold_batch_max,
+            group=settings.aggregator.consumer_group,
+            batch_max=settings.aggregator.fold_batch_max,
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
         )

@@ -76,18 +76,18 @@ class DeliveryMetrics:
 
 
 def _policy(settings: Settings) -> RetryPolicy:
-    if settings.webhook_max_attempts < 1 or settings.webhook_backoff_base_s <= 0:
+    if settings.webhooks.webhook_max_attempts < 1 or settings.webhooks.webhook_backoff_base_s <= 0:
         raise ConfigurationError(
             "METERFLOW_WEBHOOK_MAX_ATTEMPTS and METERFLOW_WEBHOOK_BACKOFF_BASE_S must be positive"
         )
-    if settings.webhook_backoff_max_s < settings.webhook_backoff_base_s:
+    if settings.webhooks.webhook_backoff_max_s < settings.webhooks.webhook_backoff_base_s:
         raise ConfigurationError(
             "METERFLOW_WEBHOOK_BACKOFF_MAX_S must be at least METERFLOW_WEBHOOK_BACKOFF_BASE_S"
         )
     return RetryPolicy(
-        max_attempts=settings.webhook_max_attempts,
-        backoff_base_ms=int(settings.webhook_backoff_base_s * 1000),
-        backoff_max_ms=int(settings.webhook_backoff_max_s * 1000),
+        max_attempts=settings.webhooks.webhook_max_attempts,
+        backoff_base_ms=int(settings.webhooks.webhook_backoff_base_s * 1000),
+        backoff_max_ms=int(settings.webhooks.webhook_backoff_max_s * 1000),
     )
 
 
@@ -102,16 +102,16 @@ class WebhookDeliveryWorker:
         clock: Callable[[], float] = time.time,
         poster: Poster = post,
     ) -> None:
-        if settings.webhook_timeout_s <= 0 or settings.webhook_concurrency < 1:
+        if settings.webhooks.webhook_timeout_s <= 0 or settings.webhooks.webhook_concurrency < 1:
             raise ConfigurationError(
                 "METERFLOW_WEBHOOK_TIMEOUT_S and METERFLOW_WEBHOOK_CONCURRENCY must be positive"
             )
         self._pool = pool
         self._policy = _policy(settings)
-        self._timeout_s = settings.webhook_timeout_s
-        self._concurrency = settings.webhook_concurrency
-        self._per_endpoint = max(1, settings.webhook_concurrency // 4)
-        self._lease_ms = int((settings.webhook_timeout_s + _LEASE_MARGIN_S) * 1000)
+        self._timeout_s = settings.webhooks.webhook_timeout_s
+        self._concurrency = settings.webhooks.webhook_concurrency
+        self._per_endpoint = max(1, settings.webhooks.webhook_concurrency // 4)
+        self._lease_ms = int((settings.webhooks.webhook_timeout_s + _LEASE_MARGIN_S) * 1000)
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._poster = poster

@@ -81,7 +81,7 @@ class LagProbe:
     def __init__(self, stack: BenchStack) -> None:
         self._stack = stack
         self._topic = meter_events_topic(stack.settings.topic_prefix)
-        self._group = stack.settings.consumer_group
+        self._group = stack.settings.aggregator.consumer_group
         self._partitions = [TopicPartition(self._topic, p) for p in range(METER_EVENTS_PARTITIONS)]
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=stack.bootstrap, enable_auto_commit=False

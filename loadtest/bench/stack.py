@@ -73,7 +73,7 @@ async def _prepare(database_url: str, bootstrap: str, prefix: str) -> None:
 def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> Iterator[BenchStack]:
     ports = distinct_free_ports(6)
     pg_port, kafka_port, controller_port, http_port, metrics_port, alerts_port = ports
-    settings = Settings(
+    settings = Settings().with_overrides(
         data_dir=data_dir,
         local_postgres_port=pg_port,
         local_kafka_port=kafka_port,

@@ -216,7 +216,11 @@ class Suite:
 
     async def _ceilings(self) -> None:
         plan, stack = self._plan, self._stack
-        libs = stack.settings.cache_dir / f"kafka-{stack.settings.kafka_version}" / "libs"
+        libs = (
+            stack.settings.launcher.cache_dir
+            / f"kafka-{stack.settings.launcher.kafka_version}"
+            / "libs"
+        )
         single = _single_event_record_size()
         sample = build_records(_fold_workload("sample", "acct_sample", 1, 5000), int(time.time()))
         stream_bytes = sum(len(v) for _, v in sample.records) // len(sample.records)

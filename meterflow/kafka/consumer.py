@@ -39,8 +39,8 @@ def folding_consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
         fetch_max_wait_ms=POLL_TIMEOUT_MS,
         max_poll_interval_ms=300_000,
         # How long a crashed member keeps its partitions before the group reassigns them.
-        session_timeout_ms=settings.consumer_session_timeout_ms,
-        heartbeat_interval_ms=max(1000, settings.consumer_session_timeout_ms // 3),
+        session_timeout_ms=settings.consumers.consumer_session_timeout_ms,
+        heartbeat_interval_ms=max(1000, settings.consumers.consumer_session_timeout_ms // 3),
     )
 
 

@@ -39,7 +39,7 @@ NOW = int(time.time()) // 60 * 60
 async def folding(
     database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> AsyncIterator[RollupConsumer]:
-    settings = Settings(
+    settings = Settings().with_overrides(
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,

@@ -84,8 +84,8 @@ def _broker_config(data_dir: Path) -> KafkaBrokerConfig:
     while controller_port == port:
         controller_port = free_port()
     return KafkaBrokerConfig(
-        version=defaults.kafka_version,
-        cache_dir=defaults.cache_dir,
+        version=defaults.launcher.kafka_version,
+        cache_dir=defaults.launcher.cache_dir,
         data_dir=data_dir,
         port=port,
         controller_port=controller_port,
@@ -207,7 +207,7 @@ async def test_acknowledged_events_survive_a_broker_kill_exactly_once(
     await asyncio.to_thread(broker.start)
     prefix = f"outage_{os.getpid()}_{time.monotonic_ns()}."
     await ensure_topics(broker.bootstrap_servers, topic_specs(prefix))
-    settings = Settings(
+    settings = Settings().with_overrides(
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         topic_prefix=prefix,

@@ -179,7 +179,7 @@ async def test_one_process_at_a_time_and_a_busy_partition_waits(database_url: st
 
 
 async def test_the_aggregator_loop_prunes_periodically_and_counts(database_url: str) -> None:
-    settings = Settings(database_url=database_url, maintenance_interval_s=0.1)
+    settings = Settings().with_overrides(database_url=database_url, maintenance_interval_s=0.1)
     registry = CollectorRegistry()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     loop = MaintenanceLoop(settings, pool, registry)

@@ -69,7 +69,7 @@ async def running_worker(
         yield worker
     finally:
         worker.request_stop()
-        await asyncio.wait_for(task, settings.webhook_timeout_s + 5)
+        await asyncio.wait_for(task, settings.webhooks.webhook_timeout_s + 5)
 
 
 async def _endpoint(
@@ -230,8 +230,8 @@ async def test_dead_and_hanging_endpoints_do_not_delay_a_healthy_one(
             took = time.monotonic() - started
             # The hanging endpoint holds its share of the slots for the whole timeout (5 s) per
             # request; the healthy endpoint got everything before the first of them timed out.
-            assert took < settings.webhook_timeout_s * 0.8, took
-            assert 1 <= len(hanging.received) <= settings.webhook_concurrency // 4
+            assert took < settings.webhooks.webhook_timeout_s * 0.8, took
+            assert 1 <= len(hanging.received) <= settings.webhooks.webhook_concurrency // 4
             await wait_until(
                 lambda: _settled(pool, healthy_endpoint.id, events), 10, "deliveries recorded"
             )

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from meterflow.errors import ConfigurationError
-from meterflow.settings import load_settings, mask_url_password
+from meterflow.settings import Settings, environment_variables, load_settings, mask_url_password
+from meterflow.settings.roles import flat_names
 
 
 def test_environment_overrides_defaults() -> None:
@@ -15,8 +16,8 @@ def test_environment_overrides_defaults() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": "",
         }
     )
-    assert settings.http_port == 9000
-    assert settings.data_dir == Path("/srv/mf")
+    assert settings.ingest.http_port == 9000
+    assert settings.launcher.data_dir == Path("/srv/mf")
     assert settings.kafka_bootstrap_servers is None
     assert settings.masked()["database_url"] == "postgresql://u:***@h/db"
 
@@ -35,15 +36,24 @@ def test_mask_leaves_passwordless_urls_alone() -> None:
 
 def test_retention_settings_have_defaults_and_come_from_the_environment() -> None:
     defaults = load_settings({})
-    assert (defaults.event_retention_days, defaults.maintenance_interval_s) == (37, 300.0)
+    assert (
+        defaults.aggregator.event_retention_days,
+        defaults.aggregator.maintenance_interval_s,
+    ) == (37, 300.0)
     settings = load_settings(
         {"METERFLOW_EVENT_RETENTION_DAYS": "40", "METERFLOW_MAINTENANCE_INTERVAL_S": "0.5"}
     )
-    assert (settings.event_retention_days, settings.maintenance_interval_s) == (40, 0.5)
+    assert (
+        settings.aggregator.event_retention_days,
+        settings.aggregator.maintenance_interval_s,
+    ) == (40, 0.5)
 
 
 def test_retention_must_outlast_the_back_dating_window() -> None:
-    assert load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "36"}).event_retention_days == 36
+    assert (
+        load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "36"}).aggregator.event_retention_days
+        == 36
+    )
     with pytest.raises(ConfigurationError, match="35 days"):
         load_settings({"METERFLOW_EVENT_RETENTION_DAYS": "35"})
     with pytest.raises(ConfigurationError, match="MAINTENANCE_INTERVAL"):
@@ -52,19 +62,38 @@ def test_retention_must_outlast_the_back_dating_window() -> None:
 
 def test_alert_evaluator_settings_have_defaults_and_come_from_the_environment() -> None:
     defaults = load_settings({})
-    assert (defaults.alerts_consumer_group, defaults.alerts_metrics_port) == (
+    assert (defaults.alerts.alerts_consumer_group, defaults.alerts.alerts_metrics_port) == (
         "meterflow-alerts",
         8082,
     )
     settings = load_settings(
         {"METERFLOW_ALERTS_CONSUMER_GROUP": "alerts-2", "METERFLOW_ALERTS_METRICS_PORT": "9182"}
     )
-    assert (settings.alerts_consumer_group, settings.alerts_metrics_port) == ("alerts-2", 9182)
+    assert (settings.alerts.alerts_consumer_group, settings.alerts.alerts_metrics_port) == (
+        "alerts-2",
+        9182,
+    )
 
 
 def test_consumer_niceness_defaults_to_ten_and_stays_within_what_nice_allows() -> None:
-    assert load_settings({}).consumer_nice == 10
-    assert load_settings({"METERFLOW_CONSUMER_NICE": "0"}).consumer_nice == 0
+    assert load_settings({}).consumers.consumer_nice == 10
+    assert load_settings({"METERFLOW_CONSUMER_NICE": "0"}).consumers.consumer_nice == 0
     for bad in ("-1", "20"):
         with pytest.raises(ConfigurationError, match="CONSUMER_NICE"):
             load_settings({"METERFLOW_CONSUMER_NICE": bad})
+
+
+def test_overrides_are_named_flat_and_land_in_their_section() -> None:
+    settings = Settings().with_overrides(fold_batch_max=7, http_host="127.0.0.2", http_port=1)
+    assert settings.aggregator.fold_batch_max == 7
+    assert settings.ingest.http_port == 1
+    assert settings.http_host == "127.0.0.2"
+    assert settings.webhooks == Settings().webhooks
+    with pytest.raises(TypeError, match="no setting named"):
+        Settings().with_overrides(fold_batch=7)
+
+
+def test_every_setting_has_exactly_one_environment_variable() -> None:
+    variables = environment_variables()
+    assert sorted(variables.values()) == sorted(flat_names())
+    assert set(Settings().masked()) == set(flat_names())

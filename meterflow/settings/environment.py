@@ -1,0 +1,90 @@
+"""The only module that reads the environment: variable names, parsers and the checks that span
+several settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from meterflow.errors import ConfigurationError
+from meterflow.rules.events import MAX_PAST_S
+from meterflow.settings.roles import Settings
+
+_DAY_S = 86_400
+
+
+# Environment variable -> (settings field, parser).
+_ENV: dict[str, tuple[str, type[Any]]] = {
+    "DATABASE_URL": ("database_url", str),
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", str),
+    "METERFLOW_HTTP_HOST": ("http_host", str),
+    "METERFLOW_HTTP_PORT": ("http_port", int),
+    "METERFLOW_TOPIC_PREFIX": ("topic_prefix", str),
+    "METERFLOW_DATA_DIR": ("data_dir", Path),
+    "METERFLOW_CACHE_DIR": ("cache_dir", Path),
+    "METERFLOW_KAFKA_VERSION": ("kafka_version", str),
+    "METERFLOW_LOCAL_KAFKA_PORT": ("local_kafka_port", int),
+    "METERFLOW_LOCAL_KAFKA_CONTROLLER_PORT": ("local_kafka_controller_port", int),
+    "METERFLOW_LOCAL_POSTGRES_PORT": ("local_postgres_port", int),
+    "METERFLOW_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "METERFLOW_DB_POOL_MIN": ("db_pool_min", int),
+    "METERFLOW_DB_POOL_MAX": ("db_pool_max", int),
+    "METERFLOW_AUTH_CACHE_TTL_S": ("auth_cache_ttl_s", float),
+    "METERFLOW_METER_CACHE_TTL_S": ("meter_cache_ttl_s", float),
+    "METERFLOW_PUBLISH_TIMEOUT_S": ("publish_timeout_s", float),
+    "METERFLOW_CONSUMER_GROUP": ("consumer_group", str),
+    "METERFLOW_FOLD_BATCH_MAX": ("fold_batch_max", int),
+    "METERFLOW_CONSUMER_NICE": ("consumer_nice", int),
+    "METERFLOW_AGGREGATOR_METRICS_PORT": ("aggregator_metrics_port", int),
+    "METERFLOW_CONSUMER_SESSION_TIMEOUT_MS": ("consumer_session_timeout_ms", int),
+    "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
+    "METERFLOW_LOG_LEVEL": ("log_level", str),
+    "METERFLOW_RATE_LIMIT_METER_EVENTS_PER_S": ("rate_limit_meter_events_per_s", float),
+    "METERFLOW_RATE_LIMIT_STREAM_EVENTS_PER_S": ("rate_limit_stream_events_per_s", float),
+    "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
+    "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
+    "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
+    "METERFLOW_ERROR_REPORT_GRACE_S": ("error_report_grace_s", float),
+    "METERFLOW_WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", float),
+    "METERFLOW_WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", int),
+    "METERFLOW_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", float),
+    "METERFLOW_WEBHOOK_BACKOFF_MAX_S": ("webhook_backoff_max_s", float),
+    "METERFLOW_WEBHOOK_CONCURRENCY": ("webhook_concurrency", int),
+    "METERFLOW_ALERTS_CONSUMER_GROUP": ("alerts_consumer_group", str),
+    "METERFLOW_ALERTS_METRICS_PORT": ("alerts_metrics_port", int),
+}
+
+
+def environment_variables() -> dict[str, str]:
+    """Environment variable name -> settings field, for documentation and ``meterflow config``."""
+    return {name: field_name for name, (field_name, _) in _ENV.items()}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment; empty variables count as unset."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (field_name, parse) in _ENV.items():
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            values[field_name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}={raw!r} is not a valid {parse.__name__}") from exc
+    settings = Settings().with_overrides(**values)
+    if not 1 <= settings.db_pool_min <= settings.db_pool_max:
+        raise ConfigurationError("need 1 <= METERFLOW_DB_POOL_MIN <= METERFLOW_DB_POOL_MAX")
+    if settings.aggregator.event_retention_days * _DAY_S <= MAX_PAST_S:
+        # Ingest still accepts events that old; their day's partition must still exist.
+        raise ConfigurationError(
+            "METERFLOW_EVENT_RETENTION_DAYS must be more than the 35 days an event may be "
+            "back-dated"
+        )
+    if settings.aggregator.maintenance_interval_s <= 0:
+        raise ConfigurationError("METERFLOW_MAINTENANCE_INTERVAL_S must be positive")
+    if not 0 <= settings.consumers.consumer_nice <= 19:
+        raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
+    return settings
