@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from loadtest.plan import WINDOW_S, Formula, Window
-
-MINUTE_S = 60
+from meterflow.meters import Formula
+from meterflow.windows import MINUTE_S, WINDOW_S
+from meterflow.windows import TimeWindow as Window
 
 MeterRef = tuple[int, str]  # (account index, event name)
 SeriesKey = tuple[int, str, str]  # (account index, event name, customer)

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from itertools import cycle, islice
 from typing import Literal
 
-Formula = Literal["sum", "count", "last"]
-Window = Literal["hour", "day"]
-Mode = Literal["v2", "v1", "stream"]
+from meterflow.meters import Formula
+from meterflow.windows import DAY_S, HOUR_S
+from meterflow.windows import TimeWindow as Window
 
-DAY_S = 86_400
-HOUR_S = 3_600
-WINDOW_S: dict[Window, int] = {"hour": HOUR_S, "day": DAY_S}
+Mode = Literal["v2", "v1", "stream"]
 
 # Meters are drawn from these in order, so small runs still cover every formula.
 _RAW_MIX: tuple[tuple[Formula, None], ...] = (("count", None), ("sum", None), ("last", None))

@@ -9,18 +9,18 @@ import asyncpg
 from loadtest.client import HttpClient
 from loadtest.plan import (
     AccountPlan,
-    Formula,
     MeterCounts,
     MeterPlan,
     RunSetup,
-    Window,
     meter_event_name,
     meter_shapes,
 )
 from loadtest.traffic import CUSTOMER_KEY, VALUE_KEY
 from loadtest.wire import METERS, RequestEncoder, host_and_port
 from meterflow.errors import MeterflowError
+from meterflow.meters import Formula
 from meterflow.store.accounts import NewAccount, create_account
+from meterflow.windows import TimeWindow as Window
 
 
 class ProvisioningFailed(MeterflowError):

@@ -19,9 +19,11 @@ from typing import Any
 
 from loadtest.client import HttpClient, HttpResponse, TransportError
 from loadtest.expected_totals import ExpectedTotals, SeriesKey
-from loadtest.plan import DAY_S, WINDOW_S, RunSetup, Window, customer_id
+from loadtest.plan import RunSetup, customer_id
 from loadtest.wire import METERS, RequestEncoder, host_and_port
 from meterflow.errors import MeterflowError
+from meterflow.windows import DAY_S, WINDOW_S
+from meterflow.windows import TimeWindow as Window
 
 _LOOKBACK_S = 36 * DAY_S
 _RETRY_PAUSE_S = 0.5

@@ -17,14 +17,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from aggregator.alerts.metrics import AlertMetrics
-from aggregator.alerts.periods import (
-    TouchedUsage,
-    UsageKey,
-    candidates,
-    collapse,
-    firings,
-    usage_query,
-)
+from aggregator.alerts.periods import TouchedUsage, candidates, collapse, firings, usage_query
 from aggregator.alerts.store import (
     RecordedFiring,
     StoredEvent,
@@ -50,6 +43,7 @@ from meterflow.kafka.topics import usage_changes_topic, v1_events_topic
 from meterflow.records.meter_events import RecordDecodeError
 from meterflow.records.usage_changes import UsageChange, decode_usage_change
 from meterflow.settings import Settings
+from meterflow.usage.keys import UsageKey
 
 log = logging.getLogger("meterflow.alerts")
 

@@ -18,17 +18,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
 
 from meterflow.alerts import Alert, Recurrence
+from meterflow.meters import Formula
 from meterflow.records.usage_changes import UsageChange
+from meterflow.usage.keys import UsageKey
+from meterflow.windows import DAY_S
 
-DAY_S = 86_400
 # The one_time period's end: past any event time a meter accepts (a bigint, as stored).
 END_OF_TIME_S = 2**63 - 1
 
-Formula = Literal["sum", "count", "last"]
-UsageKey = tuple[str, bool, str, str]  # (account, livemode, meter, customer)
 Period = tuple[int, int]  # [start_s, end_s)
 
 

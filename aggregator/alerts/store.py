@@ -14,15 +14,7 @@ from typing import Any, cast
 
 import orjson
 
-from aggregator.alerts.periods import (
-    Firing,
-    FiringKey,
-    Formula,
-    Usage,
-    UsageKey,
-    UsageQuery,
-    Watch,
-)
+from aggregator.alerts.periods import Firing, FiringKey, Usage, UsageQuery, Watch
 from aggregator.webhooks.policy import OutgoingEvent
 from aggregator.webhooks.store import enqueue_deliveries
 from meterflow.alerts import (
@@ -32,11 +24,14 @@ from meterflow.alerts import (
     alert_triggered_event,
     new_v1_event_id,
 )
+from meterflow.meters import Formula
+from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
+from meterflow.usage.keys import UsageKey
 
 _ALERT_FIELDS = ", ".join(f"a.{column.strip()}" for column in ALERT_COLUMNS.split(","))
 # The `last` formula's candidate is the most recently received minute (receipt order).
-_ORDER_LAST = "r.last_received_ms DESC, r.last_receipt_batch DESC, r.last_receipt_index DESC"
+_ORDER_LAST = receipt_order("r.last_", latest_first=True)
 
 
 async def watching_alerts(conn: Conn, keys: Sequence[UsageKey]) -> list[Watch]:

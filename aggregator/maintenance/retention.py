@@ -31,9 +31,9 @@ from typing import Literal
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter
 
-from aggregator.rollups.fold import DAY_S
 from meterflow.settings import Settings
 from meterflow.store.pg import Conn
+from meterflow.windows import DAY_S
 
 log = logging.getLogger("meterflow.aggregator")
 

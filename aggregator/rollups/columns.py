@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aggregator.rollups.fold import day_of
 from meterflow.records.meter_events import CancelRecord, EventsRecord, MeterEventsRecord
+from meterflow.windows import day_of
 
 
 @dataclass(slots=True)

@@ -21,20 +21,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aggregator.rollups.columns import EventColumns
-from aggregator.rollups.fold import MINUTE_S, WINDOW_S, EventRow, TimeWindow
+from aggregator.rollups.fold import EventRow
 from aggregator.rollups.window_store import event_row
+from meterflow.receipt import receipt_columns, receipt_order
 from meterflow.store.pg import Conn
+from meterflow.windows import MINUTE_S, WINDOW_S, TimeWindow
 
-# Receipt order in SQL: (received_ms, receipt_batch, receipt_index), with batch ids compared
-# bytewise as Python compares them, whatever the database's default collation.
-_RECEIPT_DESC = 'received_ms DESC, receipt_batch COLLATE "C" DESC, receipt_index DESC'
-_RECEIPT_ASC = 'received_ms, receipt_batch COLLATE "C", receipt_index'
+_RECEIPT_DESC = receipt_order(latest_first=True)
+_RECEIPT_ASC = receipt_order()
 
 # The stored minute's ``last`` loses to the incoming one received after it.
 _NEWER = (
-    "(r.last_received_ms IS NULL OR (EXCLUDED.last_received_ms, EXCLUDED.last_receipt_batch "
-    'COLLATE "C", EXCLUDED.last_receipt_index) > (r.last_received_ms, r.last_receipt_batch '
-    'COLLATE "C", r.last_receipt_index))'
+    f"(r.last_received_ms IS NULL OR {receipt_columns('EXCLUDED.last_')} "
+    f"> {receipt_columns('r.last_')})"
 )
 
 _STORE_EVENTS = f"""

@@ -1,5 +1,5 @@
-"""Pure fold logic: receipt order, UTC minutes and windows, and the election of pre-aggregated
-windows' survivors.
+"""Pure fold logic: the events of a batch as rows, and the election of pre-aggregated windows'
+survivors by receipt order.
 
 Nothing here does I/O; :mod:`aggregator.rollups.store` applies the results in one transaction.
 Runs of many events are folded in column form instead (:mod:`aggregator.rollups.columns`).
@@ -10,15 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
 
-MINUTE_S = 60
-DAY_S = 86_400
-
-TimeWindow = Literal["hour", "day"]
-WINDOW_S: dict[TimeWindow, int] = {"hour": 3600, "day": DAY_S}
-
-Receipt = tuple[int, str, int]  # (received_ms, batch, index): meterflow's receipt order
+from meterflow.receipt import Receipt
+from meterflow.windows import TimeWindow, window_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +37,6 @@ class EventRow:
 
 # (account, livemode, meter, customer, window start): one pre-aggregation window.
 WindowKey = tuple[str, bool, str, str, int]
-
-
-def minute_of(ts_s: int) -> int:
-    return ts_s - ts_s % MINUTE_S
-
-
-def day_of(ts_s: int) -> int:
-    return ts_s - ts_s % DAY_S
-
-
-def window_of(ts_s: int, window: TimeWindow) -> int:
-    """Start of the UTC hour or day containing ``ts_s``: windows are ``[start, start + size)``."""
-    size = WINDOW_S[window]
-    return ts_s - ts_s % size
 
 
 def window_key(row: EventRow, window: TimeWindow) -> WindowKey:

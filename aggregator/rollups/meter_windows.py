@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import cast
 
-from aggregator.rollups.fold import TimeWindow
 from meterflow.store.pg import Conn
+from meterflow.windows import TimeWindow
 
 
 class MeterWindows:

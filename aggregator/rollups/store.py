@@ -8,23 +8,16 @@ from datetime import UTC, datetime
 
 from aggregator.rollups.columns import Segment
 from aggregator.rollups.event_store import store_events
-from aggregator.rollups.fold import (
-    DAY_S,
-    MINUTE_S,
-    EventRow,
-    TimeWindow,
-    keyed_by_window,
-    latest_per_window,
-    minute_of,
-    overwrites,
-    window_of,
-)
+from aggregator.rollups.fold import EventRow, keyed_by_window, latest_per_window, overwrites
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.window_store import apply_overwrites, recompute_window, stored_survivors
-from aggregator.usage_feed.outbox import UsageChanges, UsageKey, record_usage_changes
+from aggregator.usage_feed.outbox import UsageChanges, record_usage_changes
 from meterflow.errors import MeterflowError
+from meterflow.receipt import receipt_order
 from meterflow.records.meter_events import CancelRecord
 from meterflow.store.pg import Conn
+from meterflow.usage.keys import UsageKey
+from meterflow.windows import DAY_S, MINUTE_S, TimeWindow, minute_of, window_of
 
 _PARTITION_LOCK = 0x6D6676_0002  # serialises creation of meter_events day partitions
 
@@ -126,7 +119,7 @@ async def recompute_minute(
     last = await conn.fetchrow(
         f"""SELECT value, received_ms, receipt_batch, receipt_index FROM meter_events
             WHERE {where}
-            ORDER BY received_ms DESC, receipt_batch DESC, receipt_index DESC LIMIT 1""",
+            ORDER BY {receipt_order(latest_first=True)} LIMIT 1""",
         *scope,
     )
     assert last is not None  # noqa: S101 - count > 0

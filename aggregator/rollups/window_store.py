@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from aggregator.rollups.fold import WINDOW_S, EventRow, Overwrite, TimeWindow, WindowKey, minute_of
+from aggregator.rollups.fold import EventRow, Overwrite, WindowKey
+from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
+from meterflow.windows import WINDOW_S, TimeWindow, minute_of
 
 _KEYS = """unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[])"""
 
@@ -134,12 +136,12 @@ async def recompute_window(conn: Conn, key: WindowKey, window: TimeWindow) -> No
     """Re-elect a window's survivor from the raw events that still count (after a cancel)."""
     account_id, livemode, meter_id, customer, window_ts = key
     latest = await conn.fetchrow(
-        """SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts,
+        f"""SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts,
                   received_ms, receipt_batch, receipt_index
            FROM meter_events
            WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
              AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled
-           ORDER BY received_ms DESC, receipt_batch DESC, receipt_index DESC LIMIT 1""",
+           ORDER BY {receipt_order(latest_first=True)} LIMIT 1""",
         account_id,
         livemode,
         meter_id,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from meterflow.store.pg import Conn
-
-UsageKey = tuple[str, bool, str, str]  # (account, livemode, meter, customer)
+from meterflow.usage.keys import UsageKey
 
 
 class UsageChanges:

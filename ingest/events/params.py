@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from ingest.edge.params import Params
 from ingest.events.identifiers import ProcessedEvent
-from ingest.meters.store import Meter
 from meterflow.errors import InvalidRequest, ResourceMissing
+from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 from meterflow.rules.events import (
     MAX_EVENT_NAME,

@@ -11,8 +11,10 @@ from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import page_request
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
-from ingest.meters.store import EventNameTaken, Formula, Meter, MeterStore, NewMeter, TimeWindow
+from ingest.meters.store import EventNameTaken, MeterStore
 from meterflow.errors import InvalidRequest, ResourceMissing
+from meterflow.meters import Formula, Meter, NewMeter
+from meterflow.windows import TimeWindow
 
 FORMULAS = ("count", "last", "sum")
 TIME_WINDOWS = ("day", "hour")

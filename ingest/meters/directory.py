@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ingest.edge.auth import Principal
-from ingest.meters.store import Meter
+from meterflow.meters import Meter
 
 MAX_CACHED_METERS = 100_000
 

@@ -2,68 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
 import asyncpg
 
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from meterflow.ids import object_id
-
-Formula = Literal["sum", "count", "last"]
-TimeWindow = Literal["hour", "day"]
-Status = Literal["active", "inactive"]
+from meterflow.meters import Meter, MeterStatus, NewMeter
 
 _COLUMNS = (
     "seq, id, livemode, event_name, display_name, formula, customer_key, value_key, "
     "event_time_window, status, created, updated, deactivated_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Meter:
-    seq: int
-    id: str
-    livemode: bool
-    event_name: str
-    display_name: str
-    formula: Formula
-    customer_key: str
-    value_key: str
-    event_time_window: TimeWindow | None
-    status: Status
-    created: int
-    updated: int
-    deactivated_at: int | None
-
-    def to_stripe(self) -> dict[str, Any]:
-        """The ``billing.meter`` object exactly as Stripe shapes it."""
-        return {
-            "id": self.id,
-            "object": "billing.meter",
-            "created": self.created,
-            "customer_mapping": {"event_payload_key": self.customer_key, "type": "by_id"},
-            "default_aggregation": {"formula": self.formula},
-            "display_name": self.display_name,
-            "event_name": self.event_name,
-            "event_time_window": self.event_time_window,
-            "livemode": self.livemode,
-            "status": self.status,
-            "status_transitions": {"deactivated_at": self.deactivated_at},
-            "updated": self.updated,
-            "value_settings": {"event_payload_key": self.value_key},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class NewMeter:
-    event_name: str
-    display_name: str
-    formula: Formula
-    customer_key: str
-    value_key: str
-    event_time_window: TimeWindow | None
 
 
 class EventNameTaken(Exception):
@@ -138,7 +87,7 @@ class MeterStore:
         return None if row is None else _meter(row)
 
     async def set_status(
-        self, who: Principal, meter_id: str, status: Status, now_s: int
+        self, who: Principal, meter_id: str, status: MeterStatus, now_s: int
     ) -> Meter | None:
         """Deactivate or reactivate; a no-op transition leaves the object untouched."""
         row = await self._pool.fetchrow(
@@ -157,7 +106,7 @@ class MeterStore:
         return None if row is None else _meter(row)
 
     async def page(
-        self, who: Principal, page: PageRequest, *, status: Status | None
+        self, who: Principal, page: PageRequest, *, status: MeterStatus | None
     ) -> tuple[list[Meter], bool] | None:
         """Newest first: a page of meters, and whether more follow (None: unknown cursor)."""
         found = await fetch_page(

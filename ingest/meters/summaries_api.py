@@ -8,7 +8,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -16,12 +16,13 @@ from ingest.edge.auth import Principal
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params, missing_param
 from ingest.edge.routing import Route
-from ingest.meters.store import Meter, MeterStore
+from ingest.meters.store import MeterStore
 from meterflow.errors import InvalidRequest, ResourceMissing
+from meterflow.meters import Meter
+from meterflow.receipt import receipt_order
+from meterflow.windows import MINUTE_S, WINDOW_S, TimeWindow
 
-WINDOW_S = {"hour": 3600, "day": 86_400}
-MINUTE_S = 60
-_ORDER_LAST = "last_received_ms DESC, last_receipt_batch DESC, last_receipt_index DESC"
+_ORDER_LAST = receipt_order("last_", latest_first=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def parse_summary_query(params: Params) -> SummaryQuery:
     """Validate the list parameters (pure)."""
     customer = params.required_string("customer", max_length=255)
     window = params.choice("value_grouping_window", tuple(WINDOW_S))
-    window_s = WINDOW_S[window] if window else None
+    window_s = WINDOW_S[cast(TimeWindow, window)] if window else None
     step, what = (window_s, f"{window} (UTC)") if window and window_s else (MINUTE_S, "minute")
     start = _aligned(params, "start_time", step, what)
     end = _aligned(params, "end_time", step, what)

@@ -22,11 +22,11 @@ from ingest.edge.rate_limits import AccountLimiter
 from ingest.edge.routing import Route
 from ingest.events.publisher import OutgoingRecord, RecordPublisher
 from ingest.meters.directory import MeterDirectory
-from ingest.meters.store import Meter
 from ingest.stream.events import check_stream_event, parse_stream_body
 from ingest.stream.sessions import SessionAuthority
 from meterflow.kafka.partitions import PartitionMap
 from meterflow.kafka.topics import METER_EVENTS_PARTITIONS
+from meterflow.meters import Meter
 from meterflow.records.meter_events import (
     AcceptedEvent,
     EventsRecord,

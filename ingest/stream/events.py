@@ -16,8 +16,8 @@ import uuid
 from typing import Any, NamedTuple
 
 from ingest.edge.params import control_character
-from ingest.meters.store import Meter
 from meterflow.errors import InvalidRequest
+from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 from meterflow.records.rejected import Rejection
 from meterflow.rules.events import (

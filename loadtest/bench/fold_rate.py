@@ -36,11 +36,11 @@ from meterflow.records.meter_events import (
     encode,
     partition_key,
 )
+from meterflow.windows import HOUR_S
 
 REQUEST_EVENTS = 100
 _POLL_S = 0.1
 _PRODUCE_CHUNK = 2000
-_HOUR_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class ProducedWorkload:
 def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> ProducedWorkload:
     rng = random.Random(seed)
     clock = ReceiptClock()
-    previous_hour = now_s - now_s % _HOUR_S - _HOUR_S
+    previous_hour = now_s - now_s % HOUR_S - HOUR_S
     records: list[tuple[bytes, bytes]] = []
     series: set[tuple[str, str]] = set()
     for first in range(0, workload.events, REQUEST_EVENTS):
@@ -72,9 +72,9 @@ def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> Produced
             meter_id, event_name = rng.choice(workload.meters)
             customer = f"cus_fold{rng.randrange(workload.customers):05d}"
             if workload.one_window:
-                timestamp_s = previous_hour + rng.randrange(_HOUR_S)
+                timestamp_s = previous_hour + rng.randrange(HOUR_S)
             else:
-                timestamp_s = now_s - rng.randrange(_HOUR_S)
+                timestamp_s = now_s - rng.randrange(HOUR_S)
             event = AcceptedEvent(
                 meter_id,
                 event_name,

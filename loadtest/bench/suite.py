@@ -43,13 +43,11 @@ from loadtest.generator import run_load
 from loadtest.noop_server import running_noop_server
 from loadtest.plan import (
     Bounds,
-    Formula,
     LoadConfig,
     MeterCounts,
     Mode,
     RunSetup,
     TrafficMix,
-    Window,
     meter_shapes,
     new_run_id,
 )
@@ -57,7 +55,9 @@ from loadtest.provision import create_accounts, noop_setup, provision
 from loadtest.stream_sessions import StreamUnavailable
 from loadtest.verify import verify_run
 from meterflow.kafka.topics import ensure_topics, meter_events_topic, topic_specs
+from meterflow.meters import Formula
 from meterflow.records.meter_events import AcceptedEvent, EventsRecord, encode
+from meterflow.windows import TimeWindow as Window
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "make bench"

@@ -11,9 +11,7 @@ from typing import Any
 from meterflow.errors import ConfigurationError
 from meterflow.rules.events import MAX_PAST_S
 from meterflow.settings.roles import Settings
-
-_DAY_S = 86_400
-
+from meterflow.windows import DAY_S
 
 # Environment variable -> (settings field, parser).
 _ENV: dict[str, tuple[str, type[Any]]] = {
@@ -77,7 +75,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings().with_overrides(**values)
     if not 1 <= settings.db_pool_min <= settings.db_pool_max:
         raise ConfigurationError("need 1 <= METERFLOW_DB_POOL_MIN <= METERFLOW_DB_POOL_MAX")
-    if settings.aggregator.event_retention_days * _DAY_S <= MAX_PAST_S:
+    if settings.aggregator.event_retention_days * DAY_S <= MAX_PAST_S:
         # Ingest still accepts events that old; their day's partition must still exist.
         raise ConfigurationError(
             "METERFLOW_EVENT_RETENTION_DAYS must be more than the 35 days an event may be "

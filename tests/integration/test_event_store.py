@@ -12,9 +12,9 @@ import pytest
 
 from aggregator.rollups.columns import EventColumns
 from aggregator.rollups.event_store import StoredRun, store_events
-from aggregator.rollups.fold import TimeWindow
 from aggregator.rollups.store import ensure_event_partitions
 from meterflow.records.meter_events import EventsRecord
+from meterflow.windows import TimeWindow
 from tests.fixtures.meter_events import events_record
 
 pytestmark = pytest.mark.integration

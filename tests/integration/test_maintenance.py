@@ -20,10 +20,10 @@ from aggregator.maintenance.retention import (
     MaintenanceLoop,
     run_maintenance,
 )
-from aggregator.rollups.fold import DAY_S
 from aggregator.rollups.store import ensure_event_partitions
 from meterflow.settings import Settings
 from meterflow.store.pg import Conn
+from meterflow.windows import DAY_S
 from tests.fixtures.meter_events import wait_until
 
 pytestmark = pytest.mark.integration

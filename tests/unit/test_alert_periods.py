@@ -11,7 +11,6 @@ import pytest
 from aggregator.alerts.periods import (
     END_OF_TIME_S,
     Candidate,
-    Formula,
     TouchedUsage,
     Usage,
     Watch,
@@ -23,6 +22,7 @@ from aggregator.alerts.periods import (
     usage_query,
 )
 from meterflow.alerts import Alert, Recurrence
+from meterflow.meters import Formula
 from meterflow.records.usage_changes import UsageChange
 
 

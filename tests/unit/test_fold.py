@@ -1,5 +1,4 @@
 from aggregator.rollups.columns import EventColumns, segments
-from aggregator.rollups.fold import minute_of
 from meterflow.records.meter_events import (
     AcceptedEvent,
     CancelRecord,
@@ -9,6 +8,7 @@ from meterflow.records.meter_events import (
     encode,
     partition_key,
 )
+from meterflow.windows import minute_of
 
 
 def _event(identifier: str, value: str, ts: int, customer: str = "cus_1") -> AcceptedEvent:

@@ -6,17 +6,10 @@ from typing import Any
 
 from loadtest.bench.tables import benchmarks_markdown, result_rows
 from loadtest.outcomes import Tally, WorkerResult
-from loadtest.plan import (
-    DAY_S,
-    AccountPlan,
-    Bounds,
-    LoadConfig,
-    MeterPlan,
-    RunSetup,
-    customer_id,
-)
+from loadtest.plan import AccountPlan, Bounds, LoadConfig, MeterPlan, RunSetup, customer_id
 from loadtest.report import format_load_report, load_report
 from loadtest.verify import plan_checks, summary_range
+from meterflow.windows import DAY_S
 
 SETUP = RunSetup(
     "r1",

@@ -10,19 +10,18 @@ from hypothesis import strategies as st
 
 from loadtest.expected_totals import ExpectedTotals, MeterShape
 from loadtest.plan import (
-    DAY_S,
-    HOUR_S,
     AccountPlan,
-    Formula,
     MeterCounts,
     MeterPlan,
     RunSetup,
     TrafficMix,
-    Window,
     customer_id,
     meter_shapes,
 )
 from loadtest.traffic import LaneTraffic, lane_customers
+from meterflow.meters import Formula
+from meterflow.windows import DAY_S, HOUR_S
+from meterflow.windows import TimeWindow as Window
 
 T0 = 1_717_243_200  # 2024-06-01T12:00:00Z, an hour and day boundary
 CUS = "cus_a"

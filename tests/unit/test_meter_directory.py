@@ -2,7 +2,7 @@ from dataclasses import replace
 
 from ingest.edge.auth import Principal
 from ingest.meters.directory import MeterDirectory
-from ingest.meters.store import Meter
+from meterflow.meters import Meter
 
 WHO = Principal("acct_1", livemode=False)
 METER = Meter(

@@ -22,8 +22,8 @@ from ingest.events.params import (
     parse_meter_event_v1,
     parse_meter_event_v2,
 )
-from ingest.meters.store import Meter
 from meterflow.errors import ApiError, InvalidRequest, ResourceMissing
+from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 
 NOW_S = 1_780_000_000

@@ -6,14 +6,13 @@ import pytest
 
 from aggregator.rollups.fold import (
     EventRow,
-    TimeWindow,
     keyed_by_window,
     latest_per_window,
     overwrites,
     window_key,
-    window_of,
 )
 from meterflow.records.meter_events import ReceiptClock
+from meterflow.windows import TimeWindow, window_of
 
 HOUR_START = 1_717_243_200  # 2024-06-01T12:00:00Z, a day start plus 12 hours
 DAY_START = HOUR_START - 12 * 3600

@@ -1,0 +1,56 @@
+"""Meters: how events of one name become usage (the ``billing.meter`` object)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from meterflow.windows import TimeWindow
+
+Formula = Literal["sum", "count", "last"]
+MeterStatus = Literal["active", "inactive"]
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    seq: int
+    id: str
+    livemode: bool
+    event_name: str
+    display_name: str
+    formula: Formula
+    customer_key: str
+    value_key: str
+    event_time_window: TimeWindow | None
+    status: MeterStatus
+    created: int
+    updated: int
+    deactivated_at: int | None
+
+    def to_stripe(self) -> dict[str, Any]:
+        """The ``billing.meter`` object exactly as Stripe shapes it."""
+        return {
+            "id": self.id,
+            "object": "billing.meter",
+            "created": self.created,
+            "customer_mapping": {"event_payload_key": self.customer_key, "type": "by_id"},
+            "default_aggregation": {"formula": self.formula},
+            "display_name": self.display_name,
+            "event_name": self.event_name,
+            "event_time_window": self.event_time_window,
+            "livemode": self.livemode,
+            "status": self.status,
+            "status_transitions": {"deactivated_at": self.deactivated_at},
+            "updated": self.updated,
+            "value_settings": {"event_payload_key": self.value_key},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMeter:
+    event_name: str
+    display_name: str
+    formula: Formula
+    customer_key: str
+    value_key: str
+    event_time_window: TimeWindow | None
