@@ -20,6 +20,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from ingest.alerts.api import AlertsApi
 from ingest.core_events.api import CoreEventsApi
 from ingest.edge.auth import Authenticator, Principal
+from ingest.edge.errors import (
+    ApiError,
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from ingest.edge.http import Request, Response, error_response, error_response_v2, json_response
 from ingest.edge.idempotency import (
     ErrorRenderer,
@@ -41,13 +48,6 @@ from ingest.stream.api import MeterEventStreamApi
 from ingest.stream.sessions import SessionAuthority
 from ingest.v1_events.api import V1EventsApi
 from ingest.webhooks.api import WebhookEndpointsApi
-from meterflow.errors import (
-    ApiError,
-    AuthenticationFailed,
-    InvalidRequest,
-    PayloadTooLarge,
-    ServiceUnavailable,
-)
 from meterflow.ids import object_id
 from meterflow.kafka.topics import meter_events_rejected_topic, meter_events_topic
 from meterflow.settings import Settings

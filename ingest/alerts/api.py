@@ -23,12 +23,12 @@ from ingest.alerts.store import (
     MeterNotFound,
 )
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
 from meterflow.alerts import Alert, AlertStatus, alert_object, uses_legacy_shape
-from meterflow.errors import InvalidRequest, ResourceMissing
 
 BASE = "/v1/billing/alerts"
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.list_pages import PageRequest, page_request
 from ingest.edge.params import Params, missing_param
 from meterflow.alerts import RECURRENCES, Recurrence
-from meterflow.errors import InvalidRequest
 from meterflow.rules.events import MAX_PAYLOAD_VALUE_LENGTH
 
 ALERT_TYPES = ("usage_threshold",)

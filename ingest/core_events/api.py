@@ -18,10 +18,10 @@ import asyncpg
 import orjson
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
-from meterflow.errors import InvalidRequest, ResourceMissing
 from meterflow.rules.events import format_rfc3339
 
 BASE = "/v2/core/events"

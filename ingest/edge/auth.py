@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.edge.errors import AuthenticationFailed
 from meterflow.apikeys import display_hint, hash_key, key_shape
-from meterflow.errors import AuthenticationFailed
 
 MAX_CACHED_KEYS = 100_000
 _NEGATIVE_TTL_S = 2.0

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from meterflow.errors import InvalidRequest
+from ingest.edge.errors import InvalidRequest
 
 MAX_FIELDS = 1000
 MAX_DEPTH = 5

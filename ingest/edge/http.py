@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from ingest.edge.errors import ApiError, InvalidRequest, UnsupportedMediaType
 from ingest.edge.forms import decode_json_object, decode_urlencoded
-from meterflow.errors import ApiError, InvalidRequest, UnsupportedMediaType
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

@@ -23,9 +23,9 @@ import asyncpg
 import orjson
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import ApiError, Conflict, InvalidRequest
 from ingest.edge.http import Request, Response
 from ingest.edge.metrics import IdempotencyMetrics
-from meterflow.errors import ApiError, Conflict, InvalidRequest
 
 log = logging.getLogger("meterflow.ingest")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import Params
-from meterflow.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)

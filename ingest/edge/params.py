@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from meterflow.errors import InvalidRequest
+from ingest.edge.errors import InvalidRequest
 
 # Integers as clients write them: ASCII digits, an optional minus, no spaces, no other signs.
 _INTEGER = re.compile(r"-?[0-9]{1,19}")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meterflow.errors import RateLimited
+from ingest.edge.errors import RateLimited
 
 MAX_TRACKED_ACCOUNTS = 100_000
 

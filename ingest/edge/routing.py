@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import MethodNotAllowed, UnknownRoute
 from ingest.edge.http import Request, Response
-from meterflow.errors import MethodNotAllowed, UnknownRoute
 
 AuthedHandler = Callable[[Request, Principal], Awaitable[Response]]
 PublicHandler = Callable[[Request], Awaitable[Response]]

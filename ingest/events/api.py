@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import ApiError, ServiceUnavailable
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.metrics import MeterEventMetrics
 from ingest.edge.params import Params
@@ -38,7 +39,6 @@ from ingest.events.params import (
 )
 from ingest.events.publisher import OutgoingRecord, RecordPublisher
 from ingest.meters.directory import MeterDirectory
-from meterflow.errors import ApiError, ServiceUnavailable
 from meterflow.ids import object_id
 from meterflow.records.meter_events import (
     AcceptedEvent,

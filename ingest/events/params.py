@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.params import Params
 from ingest.events.identifiers import ProcessedEvent
-from meterflow.errors import InvalidRequest, ResourceMissing
 from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 from meterflow.rules.events import (

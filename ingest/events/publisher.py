@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
+from ingest.edge.errors import ServiceUnavailable
 from ingest.edge.metrics import ProducerCollector, PublisherMetrics, PublishFailureReason
-from meterflow.errors import ServiceUnavailable
 
 log = logging.getLogger("meterflow.ingest.producer")
 

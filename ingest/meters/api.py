@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import cast
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import page_request
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.meters.store import EventNameTaken, MeterStore
-from meterflow.errors import InvalidRequest, ResourceMissing
 from meterflow.meters import Formula, Meter, NewMeter
 from meterflow.windows import TimeWindow
 

@@ -13,11 +13,11 @@ from typing import Any, cast
 import asyncpg
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params, missing_param
 from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
-from meterflow.errors import InvalidRequest, ResourceMissing
 from meterflow.meters import Meter
 from meterflow.receipt import receipt_order
 from meterflow.windows import MINUTE_S, WINDOW_S, TimeWindow

@@ -15,8 +15,8 @@ import hashlib
 import uuid
 from typing import Any, NamedTuple
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import control_character
-from meterflow.errors import InvalidRequest
 from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 from meterflow.records.rejected import Rejection

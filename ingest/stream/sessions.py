@@ -14,6 +14,7 @@ from collections.abc import Callable
 import asyncpg
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import AuthenticationFailed, SessionExpired
 from ingest.stream.tokens import (
     SESSION_TTL_MS,
     SessionClaims,
@@ -21,7 +22,6 @@ from ingest.stream.tokens import (
     sign,
     verify,
 )
-from meterflow.errors import AuthenticationFailed, SessionExpired
 from meterflow.ids import object_id
 
 _RELOAD_MIN_INTERVAL_S = 1.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from meterflow.errors import AuthenticationFailed, SessionExpired
+from ingest.edge.errors import AuthenticationFailed, SessionExpired
 
 TOKEN_PREFIX = "mes_"  # noqa: S105 - a public prefix, not a secret
 SESSION_TTL_MS = 15 * 60 * 1000

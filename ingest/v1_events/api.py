@@ -16,11 +16,11 @@ import asyncpg
 import orjson
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import PageRequest, page_request
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
-from meterflow.errors import InvalidRequest, ResourceMissing
 
 BASE = "/v1/events"
 MAX_TYPES = 20

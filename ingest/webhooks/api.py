@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import page_request
 from ingest.edge.params import Params
@@ -25,7 +26,6 @@ from ingest.webhooks.store import (
     WebhookEndpoint,
     WebhookEndpointStore,
 )
-from meterflow.errors import InvalidRequest, ResourceMissing
 
 BASE = "/v1/webhook_endpoints"
 # The events meterflow emits; "*" stands for all of them, including any added later.

@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 import pytest
 
 from ingest.alerts.params import NewAlert, parse_list_query, parse_new_alert
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.forms import decode_urlencoded
 from ingest.edge.params import Params
-from meterflow.errors import InvalidRequest
 
 CURRENT = {
     "alert_type": "usage_threshold",

@@ -3,8 +3,8 @@ import base64
 import pytest
 
 from ingest.edge.auth import Authenticator, Principal, key_from_authorization
+from ingest.edge.errors import AuthenticationFailed
 from meterflow.apikeys import generate_secret_key, hash_key
-from meterflow.errors import AuthenticationFailed
 
 
 class FakeClock:

@@ -23,9 +23,9 @@ from aggregator.error_reports.reports import (
 )
 from aggregator.webhooks.core_events import new_event_id, thin_notification
 from ingest.core_events.api import EventQuery, PageToken, decode_page, encode_page, parse_list_query
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.forms import decode_urlencoded
 from ingest.edge.params import Params
-from meterflow.errors import InvalidRequest
 from meterflow.records.rejected import RejectedRecord, Rejection
 
 T0 = 1_724_878_440_000  # 2024-08-28T20:54:00.000Z, a multiple of 10 s

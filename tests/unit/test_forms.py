@@ -2,8 +2,8 @@ from typing import Any
 
 import pytest
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.forms import decode_json_object, decode_urlencoded
-from meterflow.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(

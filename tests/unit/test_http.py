@@ -1,14 +1,14 @@
 import orjson
 import pytest
 
-from ingest.edge.http import Request, error_response, error_response_v2
-from meterflow.errors import (
+from ingest.edge.errors import (
     ApiError,
     InvalidRequest,
     ResourceMissing,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from ingest.edge.http import Request, error_response, error_response_v2
 
 
 def _request(body: bytes, content_type: str | None, query: bytes = b"") -> Request:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from aggregator.maintenance.retention import IDEMPOTENCY_KEY_RETENTION_MS
 from ingest.edge.auth import Principal
+from ingest.edge.errors import ApiError, InvalidRequest, ServiceUnavailable
 from ingest.edge.http import Request, Response, error_response, json_response
 from ingest.edge.idempotency import (
     KEY_LIFETIME_MS,
@@ -28,7 +29,6 @@ from ingest.edge.idempotency import (
     request_print,
 )
 from ingest.edge.metrics import IdempotencyMetrics
-from meterflow.errors import ApiError, InvalidRequest, ServiceUnavailable
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

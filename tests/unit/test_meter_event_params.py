@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from ingest.edge.errors import ApiError, InvalidRequest, ResourceMissing
 from ingest.edge.params import Params
 from ingest.events.identifiers import ProcessedEvent
 from ingest.events.objects import (
@@ -22,7 +23,6 @@ from ingest.events.params import (
     parse_meter_event_v1,
     parse_meter_event_v2,
 )
-from meterflow.errors import ApiError, InvalidRequest, ResourceMissing
 from meterflow.meters import Meter
 from meterflow.records.meter_events import AcceptedEvent
 

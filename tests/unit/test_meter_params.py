@@ -2,9 +2,9 @@ from typing import Any
 
 import pytest
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import Params
 from ingest.meters.api import parse_new_meter, parse_update
-from meterflow.errors import InvalidRequest
 
 BASE: dict[str, Any] = {
     "display_name": "Alpaca AI tokens",

@@ -1,7 +1,7 @@
 import pytest
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import Params
-from meterflow.errors import InvalidRequest
 
 
 def _error(exc: pytest.ExceptionInfo[InvalidRequest]) -> tuple[str | None, str | None]:

@@ -15,8 +15,8 @@ from aiokafka.errors import (
 )
 from prometheus_client import CollectorRegistry
 
+from ingest.edge.errors import ServiceUnavailable
 from ingest.events.publisher import EventPublisher, OutgoingRecord, Producer, UnconfiguredPublisher
-from meterflow.errors import ServiceUnavailable
 
 Ack = Literal["ok", "never", "error"]
 RECORDS = [OutgoingRecord("t", b"k1", b"v1"), OutgoingRecord("t", b"k2", b"v2")]

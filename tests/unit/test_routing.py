@@ -1,9 +1,9 @@
 import pytest
 
 from ingest.edge.auth import Principal
+from ingest.edge.errors import MethodNotAllowed, UnknownRoute
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.routing import Route, Router
-from meterflow.errors import MethodNotAllowed, UnknownRoute
 
 
 async def _handler(_request: Request, _who: Principal) -> Response:

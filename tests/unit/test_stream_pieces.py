@@ -5,10 +5,10 @@ from typing import Any, cast
 
 import pytest
 
+from ingest.edge.errors import AuthenticationFailed, InvalidRequest, RateLimited, SessionExpired
 from ingest.edge.rate_limits import AccountLimiter, TokenBucket
 from ingest.stream.events import check_stream_event, parse_stream_body
 from ingest.stream.tokens import SessionClaims, UnknownSigningKey, read_claims, sign, verify
-from meterflow.errors import AuthenticationFailed, InvalidRequest, RateLimited, SessionExpired
 from meterflow.meters import Meter
 from meterflow.meters import MeterStatus as Status
 from meterflow.records.meter_events import AcceptedEvent

@@ -2,9 +2,9 @@ from typing import Any
 
 import pytest
 
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import Params
 from ingest.meters.summaries_api import bucket_start_of, parse_summary_query, summary_id
-from meterflow.errors import InvalidRequest
 
 DAY = 1717200000  # 2024-06-01T00:00:00Z
 

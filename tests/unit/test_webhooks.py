@@ -20,6 +20,7 @@ from aggregator.webhooks.policy import (
     signature_header,
     wants,
 )
+from ingest.edge.errors import InvalidRequest
 from ingest.edge.params import Params
 from ingest.webhooks.api import (
     parse_changes,
@@ -28,7 +29,6 @@ from ingest.webhooks.api import (
     parse_url,
 )
 from ingest.webhooks.store import new_secret
-from meterflow.errors import InvalidRequest
 
 BODY = b'{"id":"evt_test_1","object":"v2.core.event","type":"v1.billing.meter.no_meter_found"}'
 
