@@ -18,7 +18,10 @@ log = logging.getLogger("meterflow.aggregator")
 
 
 class EventNotifications:
-    """``start()``, then ``run()`` until ``request_stop()``, then ``stop()``."""
+    """Error reports and webhook delivery as one
+    :class:`~meterflow.lifecycle.component.Component`."""
+
+    name = "notifications"
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, registry: CollectorRegistry) -> None:
         self.consumer = ErrorReportConsumer(settings, pool, registry)
@@ -26,11 +29,18 @@ class EventNotifications:
         self.closer = ErrorReportCloser(
             settings, pool, registry, on_events=lambda _events: self.deliveries.notify()
         )
+        self._started = False
+        self._stopping = False
 
     async def start(self) -> None:
         await self.consumer.start()
+        self._started = True
+
+    def ready(self) -> bool:
+        return self._started and not self._stopping
 
     def request_stop(self) -> None:
+        self._stopping = True
         self.consumer.request_stop()
         self.closer.request_stop()
         self.deliveries.request_stop()

@@ -4,7 +4,8 @@
 2. Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a local KRaft broker from Maven Central jars.
 3. Migrations and topics, both idempotent.
 4. A fresh test-mode secret key for the ``local`` account (created on first run).
-5. The services as child processes, each awaited until ready.
+5. The services as child processes, each awaited until ready: components of
+   :func:`~meterflow.lifecycle.driver.drive`, like the parts of every service.
 On SIGINT/SIGTERM (or a child dying) everything stops in reverse order within its deadline.
 """
 
@@ -14,108 +15,29 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from types import FrameType
-from typing import IO
 
 import asyncpg
 
+from deploy.children import ServiceProcess, meterflow_child
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.postgres_server import LocalPostgresServer, PostgresServerConfig
-from meterflow.errors import LauncherError
 from meterflow.kafka.topics import ensure_topics, topic_specs
+from meterflow.lifecycle.driver import drive
+from meterflow.lifecycle.supervision import BackgroundTaskFailed
 from meterflow.settings import Settings
 from meterflow.store.accounts import account_by_name, create_account, create_key
 from meterflow.store.migrations import migrate
 
 LOCAL_ACCOUNT = "local"
-_READY_TIMEOUT_S = 30.0
+_KILL_MARGIN_S = 5.0
 
 
 def _say(message: str) -> None:
     print(f"meterflow up: {message}", flush=True)
-
-
-@dataclass
-class ChildService:
-    """A meterflow component running as a child process.
-
-    Its output goes to ``log_path`` when given (appended), else to this process's own.
-    """
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
-
-    def start(self) -> None:
-        if self.log_path is None:
-            self.process = subprocess.Popen(self.argv, env=self.env)
-            return
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, deadline_s: float) -> None:
-        try:
-            self._terminate(deadline_s)
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def _terminate(self, deadline_s: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=deadline_s)
-        except subprocess.TimeoutExpired:
-            _say(f"{self.name} did not stop within {deadline_s:.0f}s; killing it")
-            self.process.kill()
-            self.process.wait()
-
-
-def meterflow_child(
-    command: str, env: dict[str, str], log_path: Path | None = None
-) -> ChildService:
-    """``meterflow <command>`` (``ingest``, ``aggregator``, ``alerts``) with this interpreter, as a
-    child."""
-    return ChildService(
-        command, [sys.executable, "-m", "deploy.cli", command], env, log_path=log_path
-    )
-
-
-def wait_http_ready(url: str, child: ChildService, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise LauncherError(f"{child.name} exited during start-up")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - our own URL
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise LauncherError(f"{child.name} was not ready at {url} within {timeout_s:.0f}s")
 
 
 async def _prepare(database_url: str, bootstrap: str, settings: Settings) -> str:
@@ -196,22 +118,12 @@ def run_stack(settings: Settings) -> int:
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with local_postgres(settings) as postgres, local_kafka(settings) as kafka:
-            database_url, bootstrap = postgres.address, kafka.address
-            key = asyncio.run(_prepare(database_url, bootstrap, settings))
-            env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-            children = [
-                meterflow_child("ingest", env),
-                meterflow_child("aggregator", env),
-                meterflow_child("alerts", env),
-            ]
             try:
-                return _serve(settings, children, key, started)
+                return asyncio.run(_serve(settings, postgres.address, kafka.address, started))
             finally:
                 # Once stopping, further signals must not cut the ordered shutdown short.
                 for sig in previous:
                     signal.signal(sig, signal.SIG_IGN)
-                for child in reversed(children):
-                    child.stop(settings.shutdown_deadline_s)
     except _Stop:
         _say("stopped")
         return 0
@@ -220,23 +132,33 @@ def run_stack(settings: Settings) -> int:
             signal.signal(sig, handler)
 
 
-def _serve(settings: Settings, children: list[ChildService], key: str, started: float) -> int:
-    base_url = f"http://{settings.http_host}:{settings.ingest.http_port}"
-    for child in children:
-        child.start()
-    wait_http_ready(f"{base_url}/readyz", children[0], _READY_TIMEOUT_S)
-    aggregator_metrics = (
-        f"http://{settings.http_host}:{settings.aggregator.aggregator_metrics_port}/metrics"
-    )
-    wait_http_ready(aggregator_metrics, children[1], _READY_TIMEOUT_S)
-    alerts_metrics = f"http://{settings.http_host}:{settings.alerts.alerts_metrics_port}/metrics"
-    wait_http_ready(alerts_metrics, children[2], _READY_TIMEOUT_S)
-    _say(f"stack up in {time.monotonic() - started:.1f}s")
-    print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
-    print(f"  aggregator: {aggregator_metrics}", flush=True)
-    print(f"  alerts:     {alerts_metrics}", flush=True)
-    print(f"  test key:   {key}\n\n  Ctrl-C stops everything.\n", flush=True)
-    while all(child.alive() for child in children):
-        time.sleep(0.5)
-    _say(f"{', '.join(c.name for c in children if not c.alive())} exited; stopping the stack")
-    return 1
+async def _serve(settings: Settings, database_url: str, bootstrap: str, started: float) -> int:
+    """Prepare the database and topics, then run the services until a signal or a child exits."""
+    key = await _prepare(database_url, bootstrap, settings)
+    env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    host = settings.http_host
+    base_url = f"http://{host}:{settings.ingest.http_port}"
+    aggregator_metrics = f"http://{host}:{settings.aggregator.aggregator_metrics_port}/metrics"
+    alerts_metrics = f"http://{host}:{settings.alerts.alerts_metrics_port}/metrics"
+    deadline_s = settings.shutdown_deadline_s
+    services = [
+        ServiceProcess(meterflow_child("ingest", env), f"{base_url}/readyz", deadline_s, _say),
+        ServiceProcess(meterflow_child("aggregator", env), aggregator_metrics, deadline_s, _say),
+        ServiceProcess(meterflow_child("alerts", env), alerts_metrics, deadline_s, _say),
+    ]
+
+    def running() -> None:
+        _say(f"stack up in {time.monotonic() - started:.1f}s")
+        print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
+        print(f"  aggregator: {aggregator_metrics}", flush=True)
+        print(f"  alerts:     {alerts_metrics}", flush=True)
+        print(f"  test key:   {key}\n\n  Ctrl-C stops everything.\n", flush=True)
+
+    try:
+        # A child's own stop is bounded by the deadline; the margin lets it kill the child.
+        await drive(services, deadline_s=deadline_s + _KILL_MARGIN_S, on_running=running)
+    except BackgroundTaskFailed:
+        _say(f"{', '.join(s.name for s in services if not s.alive())} exited; stopped the stack")
+        return 1
+    _say("stopped")
+    return 0

@@ -217,7 +217,10 @@ class MaintenanceMetrics:
 
 
 class MaintenanceLoop:
-    """Runs a pass at start and then every ``maintenance_interval_s`` until asked to stop."""
+    """Runs a pass at start and then every ``maintenance_interval_s`` until asked to stop
+    (a :class:`~meterflow.lifecycle.component.Component`)."""
+
+    name = "maintenance"
 
     def __init__(
         self,
@@ -232,8 +235,17 @@ class MaintenanceLoop:
         self.metrics = MaintenanceMetrics(registry)
         self._stopping = asyncio.Event()
 
+    async def start(self) -> None:
+        """Nothing to connect: each pass takes a pooled connection."""
+
+    def ready(self) -> bool:
+        return not self._stopping.is_set()
+
     def request_stop(self) -> None:
         self._stopping.set()
+
+    async def stop(self) -> None:
+        """Nothing to release."""
 
     async def run_once(self) -> MaintenanceReport | None:
         async with self._pool.acquire() as conn:

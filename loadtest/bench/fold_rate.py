@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 from aiokafka.partitioner import murmur2
 
+from deploy.children import meterflow_child
 from deploy.ports import free_port
-from deploy.stack import meterflow_child
 from ingest.events.publisher import kafka_producer
 from loadtest.bench.processes import mib, peak_rss_kib
 from loadtest.bench.stack import BenchStack

@@ -36,8 +36,8 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from deploy.children import ChildService, meterflow_child, wait_http_ready
 from deploy.ports import free_port
-from deploy.stack import ChildService, meterflow_child, wait_http_ready
 from loadtest.bench.machine import load_average, machine_info
 from loadtest.bench.processes import (
     mib,

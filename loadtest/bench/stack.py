@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.children import ChildService, meterflow_child, wait_http_ready
 from deploy.ports import LOOPBACK, free_port
-from deploy.stack import ChildService, local_kafka, local_postgres, meterflow_child, wait_http_ready
+from deploy.stack import local_kafka, local_postgres
 from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings, environment_variables
 from meterflow.store.migrations import migrate
