@@ -1,4 +1,7 @@
-"""The ``meterflow`` command: one entry point, a subcommand per component and operation."""
+"""The ``meterflow`` command: one entry point, a subcommand per component and operation.
+
+It stands above every package (the processes, the launchers, the core) and nothing imports it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,17 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from aggregator.alerts.process import run_alerts
+from aggregator.maintenance.retention import run_maintenance
+from aggregator.process import run_aggregator
+from deploy.stack import run_stack
+from ingest.server import run_ingest
 from meterflow.errors import ConfigurationError, MeterflowError
+from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.runtime import lower_priority, tune_garbage_collector
 from meterflow.settings import Settings, environment_variables, load_settings
+from meterflow.store.accounts import create_account, create_key, revoke_key
+from meterflow.store.migrations import migrate
 
 T = TypeVar("T")
 
@@ -35,14 +46,10 @@ def _need_kafka(settings: Settings) -> str:
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
-    from deploy.stack import run_stack  # noqa: PLC0415 - launcher imports stay off other paths
-
     return run_stack(settings)
 
 
 def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
-    from ingest.server import run_ingest  # noqa: PLC0415
-
     _need_database(settings)
     tune_garbage_collector()
     run_ingest(settings)
@@ -50,8 +57,6 @@ def cmd_ingest(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
-    from aggregator.process import run_aggregator  # noqa: PLC0415
-
     tune_garbage_collector()
     lower_priority(settings.consumers.consumer_nice)
     run_aggregator(settings)
@@ -59,8 +64,6 @@ def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
-    from aggregator.alerts.process import run_alerts  # noqa: PLC0415
-
     _need_database(settings)
     _need_kafka(settings)
     tune_garbage_collector()
@@ -70,16 +73,12 @@ def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from meterflow.store.migrations import migrate  # noqa: PLC0415
-
     applied = asyncio.run(migrate(_need_database(settings)))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
 
 def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
-    from meterflow.kafka.topics import ensure_topics, topic_specs  # noqa: PLC0415
-
     specs = topic_specs(settings.topic_prefix)
     created = asyncio.run(ensure_topics(_need_kafka(settings), specs))
     print(f"{len(specs)} topic(s) present; created: {', '.join(created) or 'none'}")
@@ -97,8 +96,6 @@ async def _with_connection(
 
 
 def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
-    from meterflow.store.accounts import create_account  # noqa: PLC0415
-
     account = asyncio.run(
         _with_connection(settings, lambda c: create_account(c, args.name, livemode=args.live))
     )
@@ -108,8 +105,6 @@ def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from meterflow.store.accounts import create_key  # noqa: PLC0415
-
     key = asyncio.run(
         _with_connection(settings, lambda c: create_key(c, args.account, livemode=args.live))
     )
@@ -118,16 +113,12 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from meterflow.store.accounts import revoke_key  # noqa: PLC0415
-
     revoked = asyncio.run(_with_connection(settings, lambda c: revoke_key(c, args.key)))
     print("revoked" if revoked else "no such active key")
     return 0 if revoked else 1
 
 
 def cmd_maintenance(settings: Settings, _args: argparse.Namespace) -> int:
-    from aggregator.maintenance.retention import run_maintenance  # noqa: PLC0415
-
     now_ms = int(time.time() * 1000)
     retention_days = settings.aggregator.event_retention_days
     report = asyncio.run(

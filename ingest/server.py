@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+import uvloop
 from prometheus_client import CollectorRegistry
 
 from ingest.app import IngestApp
+from meterflow.errors import LauncherError
+from meterflow.lifecycle.driver import drive
 from meterflow.settings import Settings
 
 
@@ -31,10 +34,45 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
     return uvicorn.Server(config)
 
 
+class HttpServer:
+    """The uvicorn server as a :class:`~meterflow.lifecycle.component.Component`.
+
+    ``start()`` binds the socket and runs the app's lifespan start-up (pool, producer, caches);
+    ``stop()`` stops accepting, lets requests in flight finish (uvicorn's graceful timeout), then
+    runs the lifespan shutdown: flush the producer, close the pool.
+    """
+
+    name = "http"
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self._server = server
+
+    async def start(self) -> None:
+        config = self._server.config
+        if not config.loaded:
+            config.load()
+        self._server.lifespan = config.lifespan_class(config)
+        await self._server.startup()
+        if self._server.should_exit or not self._server.started:
+            raise LauncherError("the HTTP server did not start; see the log above")
+
+    def ready(self) -> bool:
+        return self._server.started and not self._server.should_exit
+
+    async def run(self) -> None:
+        await self._server.main_loop()
+
+    def request_stop(self) -> None:
+        self._server.should_exit = True
+
+    async def stop(self) -> None:
+        await self._server.shutdown()
+
+
 def run_ingest(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight requests, close the pool."""
     logging.getLogger("meterflow").setLevel(settings.log_level.upper())
-    server = build_server(settings)
-    server.run()
-    if not server.started:
-        raise SystemExit(1)
+    registry = CollectorRegistry()
+    server = HttpServer(build_server(settings, registry))
+    # The graceful shutdown is bounded by uvicorn's own timeout; the margin covers the lifespan.
+    uvloop.run(drive([server], deadline_s=2 * settings.shutdown_deadline_s, registry=registry))
