@@ -1,0 +1,1 @@
+"""Retention: pruning rows and dropping partitions no longer needed."""

@@ -1,0 +1,2 @@
+"""``/v1/billing/alerts``: creating and managing billing alerts, which ``meterflow alerts``
+evaluates."""

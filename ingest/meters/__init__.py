@@ -1,0 +1,1 @@
+"""``/v1/billing/meters``: meters, and their event summaries (read through the usage reader)."""

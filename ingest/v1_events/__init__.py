@@ -1,0 +1,1 @@
+"""``/v1/events``: reading v1 events (``billing.alert.triggered``)."""

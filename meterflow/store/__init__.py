@@ -1,0 +1,1 @@
+"""PostgreSQL that every process shares: connections, migrations, accounts and keys."""
