@@ -19,13 +19,11 @@ from meterflow.rules.events import (
     MAX_PAYLOAD_KEY_LENGTH,
     MAX_PAYLOAD_KEYS,
     MAX_PAYLOAD_VALUE_LENGTH,
-    EventRuleBroken,
-    check_timestamp,
-    check_value,
+    EventRuleFailure,
     format_rfc3339,
     parse_rfc3339,
-    payload_customer_and_value,
 )
+from meterflow.rules.meter_events import SYNC_WORDING, apply_event_rules
 
 CANCEL_WINDOW_MS = 24 * 60 * 60 * 1000
 ADJUSTMENT_TYPES = ("cancel",)
@@ -92,37 +90,21 @@ def accept_event(
     event: MeterEventRequest, meter: Meter | None, *, identifier: str, now_s: int
 ) -> AcceptedEvent:
     """Apply Stripe's synchronous rules to one event for the meter its name routes to."""
-    if meter is None:
-        raise InvalidRequest(
-            f"No meter exists for event_name '{event.event_name}'. A meter must exist, in this "
-            "account and mode, before it can receive events.",
-            code="no_meter",
-            param="event_name",
-        )
-    if meter.status != "active":
-        raise InvalidRequest(
-            f"The meter {meter.id} for event_name '{event.event_name}' is inactive. A meter must "
-            "be active to receive events; reactivate it first.",
-            code="archived_meter",
-            param="event_name",
-        )
-    timestamp_s = now_s if event.timestamp_s is None else event.timestamp_s
-    try:
-        customer, value = payload_customer_and_value(
-            event.payload, meter.customer_key, meter.value_key
-        )
-        check_value(value, meter.value_key)
-        check_timestamp(timestamp_s, now_s)
-    except EventRuleBroken as broken:
-        raise InvalidRequest(broken.message, code=broken.sync_code, param=broken.param) from broken
-    return AcceptedEvent(
-        meter_id=meter.id,
-        event_name=event.event_name,
-        identifier=identifier,
-        customer=customer,
-        value=value,
-        timestamp_s=timestamp_s,
+    outcome = apply_event_rules(
+        meter,
+        event.event_name,
+        event.payload,
+        identifier,
+        event.timestamp_s,
+        now_s=now_s,
+        wording=SYNC_WORDING,
     )
+    if isinstance(outcome, EventRuleFailure):
+        # The cause keeps both of Stripe's codes in a logged traceback, as before.
+        raise InvalidRequest(
+            outcome.message, code=outcome.sync_code, param=outcome.param
+        ) from outcome.error()
+    return outcome
 
 
 def duplicate_event(identifier: str) -> InvalidRequest:

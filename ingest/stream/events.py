@@ -5,8 +5,9 @@ A request is refused as a whole only when its shape is wrong: not a JSON object,
 missing or outside 1..100, an event that is not an object, fields of the wrong type or too long,
 an unknown field, a timestamp that is not RFC 3339. Everything that depends on the meter (does it
 exist, is it active, which payload keys hold the customer and value, is the value a number, is
-the timestamp within bounds) is checked per event after the request is accepted; a failure
-becomes a :class:`~meterflow.records.rejected.Rejection` with Stripe's asynchronous code.
+the timestamp within bounds) is checked per event after the request is accepted, by the engine
+the synchronous endpoints share (:mod:`meterflow.rules.meter_events`); a failure becomes a
+:class:`~meterflow.records.rejected.Rejection` with Stripe's asynchronous code.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from meterflow.rules.events import (
     MAX_PAYLOAD_KEY_LENGTH,
     MAX_PAYLOAD_KEYS,
     MAX_PAYLOAD_VALUE_LENGTH,
-    EventRuleBroken,
-    check_timestamp,
-    check_value,
+    EventRuleFailure,
     parse_rfc3339,
-    payload_customer_and_value,
 )
+from meterflow.rules.meter_events import STREAM_WORDING, apply_event_rules
 
 MAX_STREAM_EVENTS = 100
 _EVENT_FIELDS = frozenset(("event_name", "payload", "identifier", "timestamp"))
@@ -155,37 +154,22 @@ def check_stream_event(
     event: StreamEvent, meter: Meter | None, *, now_s: int
 ) -> AcceptedEvent | Rejection:
     """Apply the meter's rules to one accepted stream event."""
-
-    def rejected(code: str, message: str) -> Rejection:
+    outcome = apply_event_rules(
+        meter,
+        event.event_name,
+        event.payload,
+        event.identifier,
+        event.timestamp_s,
+        now_s=now_s,
+        wording=STREAM_WORDING,
+    )
+    if isinstance(outcome, EventRuleFailure):
         return Rejection(
-            code=code,
-            message=message,
+            code=outcome.async_code,
+            message=outcome.message,
             meter_id=meter.id if meter is not None else None,
             event_name=event.event_name,
             identifier=event.identifier,
             event=event.original,
         )
-
-    if meter is None:
-        return rejected("no_meter", f"No meter was found matching event_name {event.event_name}.")
-    if meter.status != "active":
-        return rejected(
-            "archived_meter", f"The meter {meter.id} is inactive; it does not accept events."
-        )
-    timestamp_s = now_s if event.timestamp_s is None else event.timestamp_s
-    try:
-        customer, value = payload_customer_and_value(
-            event.payload, meter.customer_key, meter.value_key
-        )
-        check_value(value, meter.value_key)
-        check_timestamp(timestamp_s, now_s)
-    except EventRuleBroken as broken:
-        return rejected(broken.async_code, broken.message)
-    return AcceptedEvent(
-        meter_id=meter.id,
-        event_name=event.event_name,
-        identifier=event.identifier,
-        customer=customer,
-        value=value,
-        timestamp_s=timestamp_s,
-    )
+    return outcome

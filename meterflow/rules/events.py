@@ -1,7 +1,11 @@
 """Stripe's rules for a meter event, as pure functions shared by ingest and aggregator.
 
-Each broken rule is an :class:`EventRuleBroken` carrying both of Stripe's names for it: the v2
-synchronous error code and the code used in asynchronous error reports.
+Each broken rule carries both of Stripe's names for it: the v2 synchronous error code and the code
+used in asynchronous error reports. The ``*_failure`` and :func:`find_customer_and_value` forms
+return it as an :class:`EventRuleFailure` (the per-event engine in
+:mod:`meterflow.rules.meter_events` runs on the stream's hot path, where a failure is a value,
+never an exception); the ``check_*``, ``parse_*`` and :func:`payload_customer_and_value` forms
+raise it as an :class:`EventRuleBroken`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import NamedTuple
 
 MAX_SIGNIFICANT_DIGITS = 15
 MAX_PAST_S = 35 * 24 * 60 * 60
@@ -42,6 +47,18 @@ class EventRuleBroken(Exception):
         return self.message
 
 
+class EventRuleFailure(NamedTuple):
+    """A broken rule as a returned value (a named tuple: cheap to build per event)."""
+
+    sync_code: str
+    async_code: str
+    message: str
+    param: str | None
+
+    def error(self) -> EventRuleBroken:
+        return EventRuleBroken(self.sync_code, self.async_code, self.message, self.param)
+
+
 def parse_value(raw: str, value_key: str) -> Decimal:
     """A payload value: a decimal string with at most 15 significant digits; negatives allowed."""
     check_value(raw, value_key)
@@ -55,8 +72,15 @@ def parse_value(raw: str, value_key: str) -> Decimal:
 
 def check_value(raw: str, value_key: str) -> None:
     """:func:`parse_value`'s checks without building the number (ingest forwards the text)."""
+    failure = value_failure(raw, value_key)
+    if failure is not None:
+        raise failure.error()
+
+
+def value_failure(raw: str, value_key: str) -> EventRuleFailure | None:
+    """What :func:`check_value` would raise, returned instead; ``None`` for a good value."""
     if not _DECIMAL.fullmatch(raw):
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "payload_invalid_value",
             "meter_event_invalid_value",
             f"The value of payload[{value_key}] must be a decimal number, got {raw[:40]!r}.",
@@ -64,19 +88,27 @@ def check_value(raw: str, value_key: str) -> None:
         )
     digits = raw.lstrip("-").replace(".", "").lstrip("0")
     if len(digits) > MAX_SIGNIFICANT_DIGITS:
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "payload_invalid_value",
             "meter_event_value_too_many_digits",
             f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. "
             f"Received {raw[:40]}.",
             f"payload[{value_key}]",
         )
+    return None
 
 
 def check_timestamp(timestamp_s: int, now_s: int) -> None:
     """Within the past 35 days and at most 5 minutes ahead of ``now_s``."""
+    failure = timestamp_failure(timestamp_s, now_s)
+    if failure is not None:
+        raise failure.error()
+
+
+def timestamp_failure(timestamp_s: int, now_s: int) -> EventRuleFailure | None:
+    """What :func:`check_timestamp` would raise, returned instead; ``None`` within bounds."""
     if timestamp_s < now_s - MAX_PAST_S:
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "timestamp_too_far_in_past",
             "timestamp_too_far_in_past",
             "The event timestamp cannot be more than 35 days in the past. Expected a timestamp "
@@ -84,13 +116,14 @@ def check_timestamp(timestamp_s: int, now_s: int) -> None:
             "timestamp",
         )
     if timestamp_s > now_s + MAX_FUTURE_S:
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "timestamp_in_future",
             "timestamp_in_future",
             "The event timestamp cannot be more than 5 minutes in the future. Expected a "
             f"timestamp less than or equal to {now_s + MAX_FUTURE_S}.",
             "timestamp",
         )
+    return None
 
 
 def parse_rfc3339(raw: str) -> int:
@@ -120,9 +153,19 @@ def payload_customer_and_value(
     payload: dict[str, str], customer_key: str, value_key: str
 ) -> tuple[str, str]:
     """The customer id and raw value from a payload, per the meter's mapping."""
+    found = find_customer_and_value(payload, customer_key, value_key)
+    if isinstance(found, EventRuleFailure):
+        raise found.error()
+    return found
+
+
+def find_customer_and_value(
+    payload: dict[str, str], customer_key: str, value_key: str
+) -> tuple[str, str] | EventRuleFailure:
+    """:func:`payload_customer_and_value`, returning the broken rule instead of raising it."""
     customer = payload.get(customer_key)
     if not customer:
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "payload_no_customer_defined",
             "meter_event_no_customer_defined",
             f"Customer mapping key {customer_key} not found in payload.",
@@ -130,7 +173,7 @@ def payload_customer_and_value(
         )
     value = payload.get(value_key)
     if value is None or value == "":
-        raise EventRuleBroken(
+        return EventRuleFailure(
             "payload_no_value_defined",
             "meter_event_value_not_found",
             f"Value settings key {value_key} not found in payload.",
