@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest.alerts.api import AlertsApi
 from ingest.core_events.api import CoreEventsApi
-from ingest.edge.auth import Authenticator, Principal
+from ingest.edge.auth import Authenticator
 from ingest.edge.errors import (
     ApiError,
     AuthenticationFailed,
@@ -34,6 +34,7 @@ from ingest.edge.idempotency import (
     PgIdempotencyStore,
     idempotency_key,
 )
+from ingest.edge.key_store import PgKeyDirectory
 from ingest.edge.metrics import IdempotencyMetrics, IngestMetrics, MeterEventMetrics, PoolCollector
 from ingest.edge.rate_limits import AccountLimiter
 from ingest.edge.routing import AuthedHandler, Match, PublicHandler, Route, Router
@@ -51,6 +52,7 @@ from ingest.webhooks.api import WebhookEndpointsApi
 from meterflow.ids import object_id
 from meterflow.kafka.topics import meter_events_rejected_topic, meter_events_topic
 from meterflow.settings import Settings
+from meterflow.store.ping import ping
 
 log = logging.getLogger("meterflow.ingest")
 
@@ -60,18 +62,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _READY_TIMEOUT_S = 2.0
-
-
-class PgKeyDirectory:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def principal_for(self, key_hash: bytes) -> Principal | None:
-        row = await self._pool.fetchrow(
-            "SELECT account_id, livemode FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            key_hash,
-        )
-        return None if row is None else Principal(row["account_id"], row["livemode"])
 
 
 class _BodyTooLarge(Exception):
@@ -290,7 +280,7 @@ class IngestApp:
         if self.pool is None:
             raise ServiceUnavailable("database pool is not open")
         try:
-            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), _READY_TIMEOUT_S)
+            await asyncio.wait_for(ping(self.pool), _READY_TIMEOUT_S)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise ServiceUnavailable("database is not answering") from exc
         if self.publisher is not None and not self.publisher.connected:

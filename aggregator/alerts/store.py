@@ -25,13 +25,11 @@ from meterflow.alerts import (
     new_v1_event_id,
 )
 from meterflow.meters import Formula
-from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey
+from meterflow.usage.reader import usage_totals as read_usage_totals
 
 _ALERT_FIELDS = ", ".join(f"a.{column.strip()}" for column in ALERT_COLUMNS.split(","))
-# The `last` formula's candidate is the most recently received minute (receipt order).
-_ORDER_LAST = receipt_order("r.last_", latest_first=True)
 
 
 async def watching_alerts(conn: Conn, keys: Sequence[UsageKey]) -> list[Watch]:
@@ -75,29 +73,10 @@ async def fired_already(conn: Conn, keys: Sequence[FiringKey]) -> set[FiringKey]
 
 
 async def usage_totals(conn: Conn, queries: Sequence[UsageQuery]) -> dict[UsageQuery, Usage]:
-    """Rollup totals of each (meter, customer, period) that has usage, read like event
-    summaries read them: pre-aggregated meters' minute rows hold only their windows' survivors."""
-    if not queries:
-        return {}
-    rows = await conn.fetch(
-        f"""SELECT q.i, sum(r.value_sum) AS value_sum, sum(r.event_count) AS event_count,
-                   (array_agg(r.last_value ORDER BY {_ORDER_LAST}))[1] AS last_value
-            FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[],
-                        $6::bigint[]) WITH ORDINALITY
-                 AS q(account_id, livemode, meter_id, customer, start_ts, end_ts, i)
-            JOIN rollups_minute r
-              ON r.account_id = q.account_id AND r.livemode = q.livemode
-             AND r.meter_id = q.meter_id AND r.customer = q.customer
-             AND r.minute_ts >= q.start_ts AND r.minute_ts < q.end_ts
-            GROUP BY q.i""",
-        *[[q[i] for q in queries] for i in range(6)],
-    )
-    return {
-        queries[r["i"] - 1]: Usage(
-            value_sum=r["value_sum"], event_count=int(r["event_count"]), last_value=r["last_value"]
-        )
-        for r in rows
-    }
+    """Rollup totals of each (meter, customer, period) that has usage, in one query through
+    the usage reader (which event summaries read through too)."""
+    found = await read_usage_totals(conn, queries)
+    return {q: Usage(t.value_sum, t.event_count, t.last_value) for q, t in found.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import asyncpg
 import orjson
 
+from ingest.core_events.store import CoreEventStore, StoredCoreEvent
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
@@ -28,7 +29,6 @@ BASE = "/v2/core/events"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_TYPES = 20
-_COLUMNS = "seq, id, type, created_ms, livemode, related_object, data"
 
 Direction = Literal["after", "before"]
 
@@ -88,25 +88,25 @@ def parse_list_query(params: Params) -> EventQuery:
     return EventQuery(limit, object_id, tuple(types), page)
 
 
-def render_event(row: asyncpg.Record) -> dict[str, Any]:
+def render_event(event: StoredCoreEvent) -> dict[str, Any]:
     """The full ``v2.core.event``; ``data`` and ``related_object`` are sent as stored."""
-    related = row["related_object"]
+    related = event.related_object
     return {
-        "id": row["id"],
+        "id": event.id,
         "object": "v2.core.event",
-        "type": row["type"],
-        "created": format_rfc3339(row["created_ms"]),
-        "livemode": row["livemode"],
+        "type": event.type,
+        "created": format_rfc3339(event.created_ms),
+        "livemode": event.livemode,
         "context": None,
         "reason": None,
         "related_object": None if related is None else orjson.Fragment(related),
-        "data": orjson.Fragment(row["data"]),
+        "data": orjson.Fragment(event.data),
     }
 
 
 class CoreEventsApi:
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+        self._store = CoreEventStore(pool)
 
     def routes(self) -> list[Route]:
         return [
@@ -117,22 +117,23 @@ class CoreEventsApi:
     async def retrieve(self, request: Request, who: Principal) -> Response:
         Params(request.params()).finish()
         event_id = request.path_params["id"]
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM core_events "
-            "WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            event_id,
-            who.account_id,
-            who.livemode,
-        )
-        if row is None:
+        event = await self._store.get(who, event_id)
+        if event is None:
             raise ResourceMissing(f"No such v2.core.event: '{event_id}'")
-        return json_response(render_event(row))
+        return json_response(render_event(event))
 
     async def list_events(self, request: Request, who: Principal) -> Response:
         query = parse_list_query(Params(request.params()))
-        rows, more = await self._page(who, query)
-        first, last = (rows[0]["seq"], rows[-1]["seq"]) if rows else (None, None)
         cursor = query.page
+        events, more = await self._store.page(
+            who,
+            limit=query.limit,
+            object_id=query.object_id,
+            types=query.types,
+            older_than=cursor.seq if cursor is not None and cursor.direction == "after" else None,
+            newer_than=cursor.seq if cursor is not None and cursor.direction == "before" else None,
+        )
+        first, last = (events[0].seq, events[-1].seq) if events else (None, None)
         older: PageToken | None = None
         newer: PageToken | None = None
         if cursor is None or cursor.direction == "after":
@@ -146,33 +147,8 @@ class CoreEventsApi:
             older = PageToken("after", last if last is not None else cursor.seq)
         return json_response(
             {
-                "data": [render_event(r) for r in rows],
+                "data": [render_event(e) for e in events],
                 "next_page_url": None if older is None else query.url(older),
                 "previous_page_url": None if newer is None else query.url(newer),
             }
         )
-
-    async def _page(self, who: Principal, query: EventQuery) -> tuple[list[asyncpg.Record], bool]:
-        """Up to ``limit`` events newest first, and whether more lie beyond them."""
-        args: list[object] = [who.account_id, who.livemode, query.limit + 1]
-        conditions = ""
-        if query.object_id is not None:
-            args.append(query.object_id)
-            conditions += f" AND related_object_id = ${len(args)}"
-        if query.types:
-            args.append(list(query.types))
-            conditions += f" AND type = ANY(${len(args)}::text[])"
-        backwards = query.page is not None and query.page.direction == "before"
-        if query.page is not None:
-            args.append(query.page.seq)
-            conditions += f" AND seq {'>' if backwards else '<'} ${len(args)}"
-        rows = await self._pool.fetch(
-            f"""SELECT {_COLUMNS} FROM core_events
-                WHERE account_id = $1 AND livemode = $2{conditions}
-                ORDER BY seq {"ASC" if backwards else "DESC"} LIMIT $3""",
-            *args,
-        )
-        page = rows[: query.limit]
-        if backwards:
-            page.reverse()
-        return page, len(rows) > query.limit

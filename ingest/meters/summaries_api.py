@@ -1,4 +1,5 @@
-"""``GET /v1/billing/meters/:id/event_summaries``: usage per customer over minute-aligned ranges."""
+"""``GET /v1/billing/meters/:id/event_summaries``: usage per customer over minute-aligned ranges,
+read through :mod:`meterflow.usage.reader`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
@@ -19,10 +19,8 @@ from ingest.edge.params import Params, missing_param
 from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
 from meterflow.meters import Meter
-from meterflow.receipt import receipt_order
+from meterflow.usage.reader import usage_buckets, usage_total
 from meterflow.windows import MINUTE_S, WINDOW_S, TimeWindow
-
-_ORDER_LAST = receipt_order("last_", latest_first=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +106,6 @@ def parse_summary_query(params: Params) -> SummaryQuery:
     )
 
 
-def aggregated(formula: str, row: asyncpg.Record | None) -> float:
-    if row is None:
-        return 0.0
-    value: Decimal | None
-    if formula == "sum":
-        value = row["value_sum"]
-    elif formula == "count":
-        value = Decimal(row["event_count"])
-    else:
-        value = row["last_value"]
-    return float(value) if value is not None else 0.0
-
-
 class SummariesApi:
     def __init__(self, meters: MeterStore, pool: asyncpg.Pool) -> None:
         self._meters = meters
@@ -162,22 +147,10 @@ class SummariesApi:
         }
 
     async def _whole_range(self, who: Principal, meter: Meter, q: SummaryQuery) -> dict[str, Any]:
-        row = await self._pool.fetchrow(
-            f"""SELECT sum(value_sum) AS value_sum, sum(event_count) AS event_count,
-                       (array_agg(last_value ORDER BY {_ORDER_LAST}))[1] AS last_value
-                FROM rollups_minute
-                WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-                  AND minute_ts >= $5 AND minute_ts < $6""",
-            who.account_id,
-            who.livemode,
-            meter.id,
-            q.customer,
-            q.start_time,
-            q.end_time,
-        )
-        if row is not None and row["event_count"] is None:
-            row = None
-        value = aggregated(meter.formula, row)
+        span = (who.account_id, who.livemode, meter.id, q.customer, q.start_time, q.end_time)
+        async with self._pool.acquire() as conn:
+            totals = await usage_total(conn, span)
+        value = float(totals.value(meter.formula))
         return self._summary(
             who, meter, customer=q.customer, start=q.start_time, end=q.end_time, value=value
         )
@@ -192,35 +165,28 @@ class SummariesApi:
             high = min(high, q.starting_after)
         if q.ending_before is not None:
             low = max(low, q.ending_before + window_s)
-        rows = await self._pool.fetch(
-            f"""SELECT minute_ts - minute_ts % $7 AS bucket,
-                       sum(value_sum) AS value_sum, sum(event_count) AS event_count,
-                       (array_agg(last_value ORDER BY {_ORDER_LAST}))[1] AS last_value
-                FROM rollups_minute
-                WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-                  AND minute_ts >= $5 AND minute_ts < $6
-                GROUP BY bucket ORDER BY bucket {"ASC" if backwards else "DESC"} LIMIT $8""",
-            who.account_id,
-            who.livemode,
-            meter.id,
-            q.customer,
-            low,
-            high,
-            window_s,
-            q.limit + 1,
-        )
-        page = rows[: q.limit]
+        async with self._pool.acquire() as conn:
+            buckets = await usage_buckets(
+                conn,
+                (who.account_id, who.livemode, meter.id, q.customer),
+                start_s=low,
+                end_s=high,
+                bucket_s=window_s,
+                limit=q.limit + 1,
+                oldest_first=backwards,
+            )
+        page = buckets[: q.limit]
         if backwards:
-            page = list(reversed(page))
+            page.reverse()
         data = [
             self._summary(
                 who,
                 meter,
                 customer=q.customer,
-                start=r["bucket"],
-                end=r["bucket"] + window_s,
-                value=aggregated(meter.formula, r),
+                start=b.start_s,
+                end=b.start_s + window_s,
+                value=float(b.totals.value(meter.formula)),
             )
-            for r in page
+            for b in page
         ]
-        return data, len(rows) > q.limit
+        return data, len(buckets) > q.limit

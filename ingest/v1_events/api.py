@@ -21,18 +21,19 @@ from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import PageRequest, page_request
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
+from ingest.v1_events.store import Comparison, StoredV1Event, V1EventStore
 
 BASE = "/v1/events"
 MAX_TYPES = 20
 MAX_TYPE = 100
-_COMPARISONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_BOUNDS: tuple[Comparison, ...] = ("gt", "gte", "lt", "lte")
 
 
 @dataclass(frozen=True, slots=True)
 class EventListQuery:
     page: PageRequest
     types: tuple[str, ...]  # empty: every type
-    created: tuple[tuple[str, int], ...]  # (SQL comparison, unix seconds), all must hold
+    created: tuple[tuple[Comparison, int], ...]  # (comparison, unix seconds), all must hold
 
 
 def parse_event_list(values: Mapping[str, Any]) -> EventListQuery:
@@ -54,21 +55,21 @@ def parse_event_list(values: Mapping[str, Any]) -> EventListQuery:
     return EventListQuery(page, (single,) if single is not None else tuple(several), created)
 
 
-def _created(params: Params, raw: Any) -> tuple[tuple[str, int], ...]:
+def _created(params: Params, raw: Any) -> tuple[tuple[Comparison, int], ...]:
     """``created=<s>`` (exactly) or ``created[gt|gte|lt|lte]=<s>``."""
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
         exact = params.integer("created", minimum=0)
         assert exact is not None  # noqa: S101 - present
-        return (("=", exact),)
+        return (("eq", exact),)
     bounds = params.object("created")
     assert bounds is not None  # noqa: S101 - present
-    found: list[tuple[str, int]] = []
-    for key, operator in _COMPARISONS.items():
+    found: list[tuple[Comparison, int]] = []
+    for key in _BOUNDS:
         value = bounds.integer(key, minimum=0)
         if value is not None:
-            found.append((operator, value))
+            found.append((key, value))
     return tuple(found)
 
 
@@ -78,7 +79,7 @@ def _missing(event_id: str) -> ResourceMissing:
 
 class V1EventsApi:
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+        self._store = V1EventStore(pool)
 
     def routes(self) -> list[Route]:
         return [
@@ -93,92 +94,37 @@ class V1EventsApi:
         event_id = request.path_params["id"]
         if "\x00" in event_id:
             raise _missing(event_id)  # PostgreSQL text cannot hold NUL: no event has this id
-        row = await self._pool.fetchrow(
-            "SELECT id, body::text AS body FROM v1_events "
-            "WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            event_id,
-            who.account_id,
-            who.livemode,
-        )
-        if row is None:
+        stored = await self._store.get(who, event_id)
+        if stored is None:
             raise _missing(event_id)
-        [event] = await self._with_pending_webhooks(who, [row])
+        [event] = await self._with_pending_webhooks(who, [stored])
         return json_response(event)
 
     async def list_events(self, request: Request, who: Principal) -> Response:
         query = parse_event_list(request.params())
-        found = await self._page(who, query)
+        found = await self._store.page(who, query.page, types=query.types, created=query.created)
         if found is None:
             assert query.page.cursor is not None  # noqa: S101 - only a cursor can miss
             param, cursor_id = query.page.cursor
             raise ResourceMissing(f"No such event: '{cursor_id}'", param=param)
-        rows, has_more = found
+        stored, has_more = found
         return json_response(
             {
                 "object": "list",
-                "data": await self._with_pending_webhooks(who, rows),
+                "data": await self._with_pending_webhooks(who, stored),
                 "has_more": has_more,
                 "url": BASE,
             }
         )
 
-    async def _page(
-        self, who: Principal, query: EventListQuery
-    ) -> tuple[list[asyncpg.Record], bool] | None:
-        """Up to ``limit`` events newest first, and whether more follow (None: unknown cursor)."""
-        page = query.page
-        args: list[object] = [who.account_id, who.livemode, page.limit + 1]
-        conditions = ""
-        if page.cursor is not None:
-            cursor_seq = await self._pool.fetchval(
-                "SELECT seq FROM v1_events WHERE id = $1 AND account_id = $2 AND livemode = $3",
-                page.cursor[1],
-                who.account_id,
-                who.livemode,
-            )
-            if cursor_seq is None:
-                return None
-            args.append(cursor_seq)
-            conditions += f" AND seq {'>' if page.ending_before else '<'} ${len(args)}"
-        if query.types:
-            args.append(list(query.types))
-            conditions += f" AND type = ANY(${len(args)}::text[])"
-        for operator, value in query.created:
-            args.append(value)
-            conditions += f" AND created {operator} ${len(args)}"
-        backwards = page.ending_before is not None
-        rows = await self._pool.fetch(
-            f"""SELECT id, body::text AS body FROM v1_events
-                WHERE account_id = $1 AND livemode = $2{conditions}
-                ORDER BY seq {"ASC" if backwards else "DESC"} LIMIT $3""",
-            *args,
-        )
-        found = list(rows[: page.limit])
-        if backwards:
-            found.reverse()
-        return found, len(rows) > page.limit
-
     async def _with_pending_webhooks(
-        self, who: Principal, rows: list[asyncpg.Record]
+        self, who: Principal, stored: list[StoredV1Event]
     ) -> list[dict[str, Any]]:
         """The stored bodies, each with the live count of its deliveries still pending."""
-        if not rows:
-            return []
-        # Through the account's endpoints: the (endpoint_id, event_id) index answers it.
-        pending = await self._pool.fetch(
-            """SELECT d.event_id, count(*)::int AS count FROM webhook_deliveries d
-                   JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                   WHERE e.account_id = $1 AND e.livemode = $2
-                     AND d.event_id = ANY($3::text[]) AND d.status = 'pending'
-                   GROUP BY d.event_id""",
-            who.account_id,
-            who.livemode,
-            [r["id"] for r in rows],
-        )
-        counts: dict[str, int] = {r["event_id"]: r["count"] for r in pending}
+        counts = await self._store.pending_webhooks(who, [e.id for e in stored])
         events: list[dict[str, Any]] = []
-        for row in rows:
-            event = orjson.loads(row["body"])
-            event["pending_webhooks"] = counts.get(row["id"], 0)
+        for e in stored:
+            event = orjson.loads(e.body)
+            event["pending_webhooks"] = counts.get(e.id, 0)
             events.append(event)
         return events
