@@ -18,6 +18,12 @@ from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.list_pages import page_request
+from ingest.edge.object_params import (
+    parse_metadata,
+    parse_metadata_change,
+    take_boolean,
+    take_unset,
+)
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.webhooks.store import (
@@ -38,7 +44,6 @@ EVENT_TYPES = frozenset(
 )
 MAX_URL = 2048
 MAX_DESCRIPTION = 5000
-MAX_METADATA_KEYS = 50
 DELIVERY_PREFIX = "whdel_"
 
 
@@ -90,41 +95,13 @@ def parse_enabled_events(params: Params, *, required: bool) -> list[str] | None:
     return list(dict.fromkeys(events))
 
 
-def _metadata(params: Params) -> dict[str, str] | None:
-    return params.string_map(
-        "metadata", max_keys=MAX_METADATA_KEYS, max_key_length=40, max_value_length=500
-    )
-
-
-def take_unset(values: dict[str, Any], key: str) -> bool:
-    """Remove ``key`` if it is an empty string, which unsets an optional field in Stripe's API."""
-    if values.get(key) == "":
-        del values[key]
-        return True
-    return False
-
-
-def take_boolean(values: dict[str, Any], key: str) -> bool | None:
-    """Remove and return a boolean given as JSON or as ``true``/``false`` in a form."""
-    if key not in values:
-        return None
-    value = values.pop(key)
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "false"):
-        return bool(value == "true")
-    raise InvalidRequest(
-        f"Invalid boolean: {str(value)[:20]}", code="parameter_invalid_boolean", param=key
-    )
-
-
 def parse_new_endpoint(values: dict[str, Any]) -> NewEndpoint:
     take_unset(values, "description")
     params = Params(values)
     url = parse_url(params, required=True)
     events = parse_enabled_events(params, required=True)
     description = params.string("description", max_length=MAX_DESCRIPTION)
-    metadata = _metadata(params) or {}
+    metadata = parse_metadata(params) or {}
     params.no_expansion()
     params.finish()
     assert url is not None  # noqa: S101 - required above
@@ -139,7 +116,7 @@ def parse_changes(values: dict[str, Any]) -> EndpointChanges:
     url = parse_url(params, required=False)
     events = parse_enabled_events(params, required=False)
     description = params.string("description", max_length=MAX_DESCRIPTION)
-    metadata = _metadata(params) or {}
+    metadata = parse_metadata_change(params)
     params.no_expansion()
     params.finish()
     return EndpointChanges(
@@ -148,8 +125,8 @@ def parse_changes(values: dict[str, Any]) -> EndpointChanges:
         description=description,
         unset_description=unset,
         status=None if disabled is None else ("disabled" if disabled else "enabled"),
-        metadata_set={k: v for k, v in metadata.items() if v},
-        metadata_unset=[k for k, v in metadata.items() if not v],
+        metadata_set=metadata.set,
+        metadata_unset=metadata.unset,
     )
 
 
