@@ -1,14 +1,15 @@
 """The alert evaluator: reads the usage-changes topic and fires billing alerts exactly once.
 
-Offsets are Kafka's (committed after each batch): evaluation is idempotent, so a batch read twice
-after a crash or a rebalance fires nothing twice. Any number of evaluators may run, in one
-consumer group or in several: the firing's primary key decides which one records it.
+A :class:`~meterflow.kafka.consumer.StoredOffsetConsumer` like every other consumer group: the
+offsets live in ``consumer_offsets``, written in the same transaction as the firings the batch
+records, and every partition assignment seeks to them. Within one group the offset fence decides
+which evaluator evaluates a batch; across groups the firing's primary key decides which one records
+it, so any number of evaluators may run, in one consumer group or in several.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +30,8 @@ from aggregator.alerts.store import (
 from aggregator.alerts.v1_events import V1EventPublisher
 from meterflow.alerts import encode_v1_event
 from meterflow.errors import ConfigurationError
-from meterflow.kafka.consumer import (
-    DATABASE_ERRORS,
-    POLL_TIMEOUT_MS,
-    Batch,
-    batch_offsets,
-    commit_advisory,
-    folding_consumer,
-)
-from meterflow.kafka.lag import track_lag
+from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
+from meterflow.kafka.offsets import advance_offsets, fence_offsets, spans_of
 from meterflow.kafka.producer import Producer, idempotent_producer
 from meterflow.kafka.topics import usage_changes_topic, v1_events_topic
 from meterflow.records.meter_events import RecordDecodeError
@@ -48,10 +42,9 @@ from meterflow.usage.keys import UsageKey
 log = logging.getLogger("meterflow.alerts")
 
 BATCH_MAX = 2000
-_RETRY_PAUSE_S = 1.0
 
 
-class AlertEvaluator:
+class AlertEvaluator(StoredOffsetConsumer):
     """``start()``, then ``run()`` until ``request_stop()``, then ``stop()``."""
 
     def __init__(
@@ -66,13 +59,18 @@ class AlertEvaluator:
         bootstrap = settings.kafka_bootstrap_servers
         if not bootstrap:
             raise ConfigurationError("the alert evaluator needs KAFKA_BOOTSTRAP_SERVERS")
-        self._pool = pool
-        self._clock = clock
-        self._topic = usage_changes_topic(settings.topic_prefix)
-        self._group = settings.alerts.alerts_consumer_group
         self.metrics = AlertMetrics(registry)
-        self._consumer = folding_consumer(settings, self._group)
-        self._lag = track_lag(registry, self._group, self._consumer)
+        super().__init__(
+            settings,
+            pool,
+            registry,
+            topic=usage_changes_topic(settings.topic_prefix),
+            group=settings.alerts.alerts_consumer_group,
+            batch_max=BATCH_MAX,
+            fenced=self.metrics.fenced,
+            failures=self.metrics.failures,
+        )
+        self._clock = clock
         producer = (
             producer_factory()
             if producer_factory is not None
@@ -81,21 +79,19 @@ class AlertEvaluator:
         self.publisher = V1EventPublisher(
             producer, v1_events_topic(settings.topic_prefix), pool, self.metrics, clock=clock
         )
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         await self.publisher.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic])
+        await super().start()
 
     def request_stop(self) -> None:
-        self._stopping.set()
+        super().request_stop()
         self.publisher.request_stop()
 
     async def stop(self) -> None:
         """Leave the consumer group, then close the producer."""
         try:
-            await self._consumer.stop()
+            await super().stop()
         finally:
             await self.publisher.stop()
 
@@ -104,28 +100,7 @@ class AlertEvaluator:
         finishes."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run_sweeps(), name="alert-event-sweep")
-            group.create_task(self._consume(), name="alert-evaluation")
-
-    async def _consume(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=BATCH_MAX)
-            if not batch:
-                continue
-            try:
-                await self.evaluate(batch)
-            except DATABASE_ERRORS:
-                self.metrics.failures.inc()
-                log.exception("evaluating a batch failed; reading it again")
-                self._rewind(batch)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), _RETRY_PAUSE_S)
-
-    def _rewind(self, batch: Batch) -> None:
-        """Read the batch again: its offsets were not committed."""
-        assigned = self._consumer.assignment()
-        for tp, messages in batch.items():
-            if tp in assigned:
-                self._consumer.seek(tp, messages[0].offset)
+            group.create_task(super().run(), name="alert-evaluation")
 
     def _decode(self, batch: Batch) -> list[UsageChange]:
         changes: list[UsageChange] = []
@@ -139,37 +114,39 @@ class AlertEvaluator:
                     log.exception("skipping undecodable record at %s@%s", tp, message.offset)
         return changes
 
-    async def evaluate(self, batch: Batch) -> list[RecordedFiring]:
-        """Evaluate one fetched batch, then publish what fired and commit the offsets.
+    async def fold(self, batch: Batch) -> None:
+        """Evaluate one fetched batch exactly once, then publish what fired.
 
         1. Collapse the records to distinct (meter, customer) with merged event-time spans.
-        2. Find the active alerts watching them, with their meters' formulas (one query).
-        3. Expand each into its periods; drop the (alert, customer, period) that fired before.
-        4. Read the usage of the remaining periods from the minute rollups (one query).
-        5. In one transaction, record the firings whose key is new, with their events and
-           webhook deliveries.
-        6. After the commit, put the events on the events topic and mark them published.
-        7. Commit the Kafka offsets.
+        2. Lock the offset rows of the batch's partitions and check that each continues exactly
+           where the last committed batch ended; otherwise roll back
+           (:class:`~meterflow.kafka.offsets.OffsetFenced`).
+        3. Find the active alerts watching them, with their meters' formulas (one query).
+        4. Expand each into its periods; drop the (alert, customer, period) that fired before.
+        5. Read the usage of the remaining periods from the minute rollups (one query).
+        6. Record the firings whose key is new, with their events and webhook deliveries.
+        7. Advance the stored offsets past the batch. Steps 2 to 7 commit together or not at all.
+        8. After the commit, put the events on the events topic and mark them published; the
+           publisher's sweep covers a crash or a Kafka failure in between.
+        9. Record the positions for lag and tell Kafka (advisory).
         """
         started = time.perf_counter()
         offsets = batch_offsets(batch)
+        spans = spans_of(offsets)
         touched = collapse(self._decode(batch))
-        recorded: list[RecordedFiring] = []
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await fence_offsets(conn, self._group, self._topic, spans)
             watches = await watching_alerts(conn, list(touched))
             pending = candidates(watches, touched)
             done = await fired_already(conn, [c.firing_key for c in pending])
             pending = [c for c in pending if c.firing_key not in done]
             usage = await usage_totals(conn, list({usage_query(c): None for c in pending}))
             fired = firings(pending, usage)
-            if fired:
-                async with conn.transaction():
-                    recorded = await record_firings(conn, fired, now_ms=int(self._clock() * 1000))
+            recorded = await record_firings(conn, fired, now_ms=int(self._clock() * 1000))
+            await advance_offsets(conn, self._group, self._topic, spans)
         self._observe(batch, recorded, touched, started)
         await self.publisher.publish([_stored(r) for r in recorded])
-        self._lag.folded_up_to({p: last + 1 for p, (_, last) in offsets.items()})
-        await commit_advisory(self._consumer, self._topic, offsets)
-        return recorded
+        await self.folded(offsets)
 
     def _observe(
         self,

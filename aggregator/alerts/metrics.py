@@ -45,6 +45,11 @@ class AlertMetrics:
             "Batches that failed on a database error and were read again.",
             registry=registry,
         )
+        self.fenced = Counter(
+            "meterflow_alert_evaluation_fenced_total",
+            "Batches rolled back because the stored offset moved (rebalance or restart).",
+            registry=registry,
+        )
         self.notification_latency = Histogram(
             "meterflow_alert_notification_latency_seconds",
             "From the receipt of the latest event behind a firing to its event's commit.",

@@ -1,8 +1,9 @@
 """The error-report consumer: reads the rejected-events topic in its own consumer group and folds
 the rejections into per-window tallies in PostgreSQL, exactly once.
 
-As with the rollup consumer, offsets live in ``consumer_offsets`` and are written in the fold's
-transaction; every partition assignment seeks to them, and Kafka's commits are only advisory.
+A :class:`~meterflow.kafka.consumer.StoredOffsetConsumer` like the rollup consumer: offsets live
+in ``consumer_offsets`` and are written in the fold's transaction; every partition assignment
+seeks to them, and Kafka's commits are only advisory.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from aggregator.error_reports.reports import tally_rejections
 from aggregator.error_reports.store import apply_tallies
-from aggregator.rollups.store import spans_of
 from meterflow.errors import ConfigurationError
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
+from meterflow.kafka.offsets import spans_of
 from meterflow.kafka.topics import meter_events_rejected_topic
 from meterflow.records.meter_events import RecordDecodeError
 from meterflow.records.rejected import RejectedRecord, decode_rejected

@@ -19,8 +19,8 @@ from aggregator.error_reports.reports import (
     WindowCode,
     group_reports,
 )
-from aggregator.rollups.store import PartitionSpan, fence_offsets
 from aggregator.webhooks.core_events import CoreEvent, insert_core_events
+from meterflow.kafka.offsets import PartitionSpan, advance_offsets, fence_offsets
 from meterflow.store.pg import Conn
 
 # Fixed key for the advisory lock: b"mflwerrp" read as a signed 64-bit integer.
@@ -41,7 +41,8 @@ async def apply_tallies(
 
     1. Take the error-report lock, shared.
     2. Lock the offset rows of the batch's partitions and check that each continues exactly where
-       the last committed batch ended; otherwise roll back (:class:`OffsetFenced`).
+       the last committed batch ended; otherwise roll back
+       (:class:`~meterflow.kafka.offsets.OffsetFenced`).
     3. Add the tallies to the stored ones: counts add up, samples fill up to
        :data:`MAX_SAMPLES` in arrival order. Keys go in sorted order, so concurrent folds lock
        rows in the same order.
@@ -79,11 +80,7 @@ async def apply_tallies(
                     for key, tally in sorted(tallies.items())
                 ],
             )
-        await conn.executemany(
-            """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
-               WHERE group_id = $1 AND topic = $2 AND partition = $3""",
-            [(group, topic, s.partition, s.next_offset) for s in spans],
-        )
+        await advance_offsets(conn, group, topic, spans)
 
 
 async def close_due_windows(

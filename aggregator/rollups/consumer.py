@@ -1,8 +1,9 @@
 """The rollup consumer: reads meter-events records and folds them into PostgreSQL exactly once.
 
-Offsets live in PostgreSQL (``consumer_offsets``), written in the fold's transaction. On every
-partition assignment the consumer seeks to them; Kafka's own committed offsets are only advisory
-(for lag tooling). Any number of processes may run in one consumer group.
+A :class:`~meterflow.kafka.consumer.StoredOffsetConsumer`: offsets live in PostgreSQL
+(``consumer_offsets``), written in the fold's transaction. On every partition assignment the
+consumer seeks to them; Kafka's own committed offsets are only advisory (for lag tooling). Any
+number of processes may run in one consumer group.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from aggregator.rollups.columns import segments as split_segments
 from aggregator.rollups.meter_windows import MeterWindows
-from aggregator.rollups.store import (
-    apply_batch,
-    ensure_event_partitions,
-    event_days,
-    spans_of,
-)
+from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
+from meterflow.kafka.offsets import spans_of
 from meterflow.kafka.topics import meter_events_topic
 from meterflow.records.meter_events import MeterEventsRecord, RecordDecodeError, decode
 from meterflow.settings import Settings

@@ -1,4 +1,5 @@
-"""Applying a folded batch to PostgreSQL: one transaction holds the rollups and the offsets."""
+"""Applying a folded batch to PostgreSQL: one transaction holds the rollups and the offsets
+(fenced and advanced through :mod:`meterflow.kafka.offsets`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aggregator.rollups.fold import EventRow, keyed_by_window, latest_per_window
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.window_store import apply_overwrites, recompute_window, stored_survivors
 from aggregator.usage_feed.outbox import UsageChanges, record_usage_changes
-from meterflow.errors import MeterflowError
+from meterflow.kafka.offsets import PartitionSpan, advance_offsets, fence_offsets
 from meterflow.receipt import receipt_order
 from meterflow.records.meter_events import CancelRecord
 from meterflow.store.pg import Conn
@@ -22,41 +23,12 @@ from meterflow.windows import DAY_S, MINUTE_S, TimeWindow, minute_of, window_of
 _PARTITION_LOCK = 0x6D6676_0002  # serialises creation of meter_events day partitions
 
 
-class OffsetFenced(MeterflowError):
-    """The stored offset is not where this batch starts: another consumer owns the partition now,
-    or this one must re-seek. The transaction is rolled back; nothing is applied."""
-
-    retriable = True
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionSpan:
-    """The offsets one batch covers in one Kafka partition: ``[first, next)``."""
-
-    partition: int
-    first_offset: int
-    next_offset: int
-
-
 @dataclass(slots=True)
 class FoldOutcome:
     events_new: int = 0
     events_duplicate: int = 0
     cancels_applied: int = 0
     cancels_unmatched: int = 0
-
-
-async def stored_offsets(
-    conn: Conn, group: str, topic: str, partitions: Iterable[int]
-) -> dict[int, int]:
-    rows = await conn.fetch(
-        """SELECT partition, next_offset FROM consumer_offsets
-           WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])""",
-        group,
-        topic,
-        list(partitions),
-    )
-    return {r["partition"]: r["next_offset"] for r in rows}
 
 
 def _partition_name(day_ts: int) -> str:
@@ -71,29 +43,6 @@ async def ensure_event_partitions(conn: Conn, days: Iterable[int]) -> None:
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {_partition_name(day)} PARTITION OF meter_events "
                 f"FOR VALUES FROM ({day}) TO ({day + DAY_S})"
-            )
-
-
-async def fence_offsets(conn: Conn, group: str, topic: str, spans: Sequence[PartitionSpan]) -> None:
-    """Lock this batch's offset rows and check each partition continues where it left off."""
-    await conn.executemany(
-        """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-        [(group, topic, s.partition, s.first_offset) for s in spans],
-    )
-    rows = await conn.fetch(
-        """SELECT partition, next_offset FROM consumer_offsets
-           WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[]) FOR UPDATE""",
-        group,
-        topic,
-        [s.partition for s in spans],
-    )
-    stored = {r["partition"]: r["next_offset"] for r in rows}
-    for span in spans:
-        if stored[span.partition] != span.first_offset:
-            raise OffsetFenced(
-                f"partition {span.partition}: stored offset {stored[span.partition]}, "
-                f"batch starts at {span.first_offset}"
             )
 
 
@@ -220,7 +169,8 @@ async def apply_batch(
     """Fold one consumed batch exactly once.
 
     1. Lock the offset rows of the batch's partitions and check that each continues exactly where
-       the last committed batch ended; otherwise roll back (:class:`OffsetFenced`).
+       the last committed batch ended; otherwise roll back
+       (:class:`~meterflow.kafka.offsets.OffsetFenced`).
     2. For each run of events, in one statement (:mod:`aggregator.rollups.event_store`): keep
        identifiers not seen before (the dedupe set), store those raw events, add them to the
        minute rollups and append the (meter, customer) usage they changed to the
@@ -254,14 +204,5 @@ async def apply_batch(
             outcome.events_duplicate += len(segment.events) - stored.new_count
             await _elect_survivors(conn, stored.candidates, windows)
         await record_usage_changes(conn, changes)
-        await conn.executemany(
-            """UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
-               WHERE group_id = $1 AND topic = $2 AND partition = $3""",
-            [(group, topic, s.partition, s.next_offset) for s in spans],
-        )
+        await advance_offsets(conn, group, topic, spans)
     return outcome
-
-
-def spans_of(offsets: Mapping[int, tuple[int, int]]) -> list[PartitionSpan]:
-    """``{partition: (first offset, last offset)}`` -> spans covering ``[first, last + 1)``."""
-    return [PartitionSpan(p, first, last + 1) for p, (first, last) in sorted(offsets.items())]

@@ -5,8 +5,9 @@ idempotent producer). When the ack does not come within ``publish_timeout_s``, o
 an error, the caller gets a 503 saying the event is not confirmed: the record may still land, so
 the client must retry with the same identifier, which the aggregator deduplicates.
 
-The producer connects in the background: a broker that is still starting (or down) never stops
-ingest from serving; event endpoints answer 503 and ``/readyz`` reports it until it connects.
+The producer (:func:`meterflow.kafka.producer.idempotent_producer`, tuned for requests) connects
+in the background: a broker that is still starting (or down) never stops ingest from serving;
+event endpoints answer 503 and ``/readyz`` reports it until it connects.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
 from ingest.edge.errors import ServiceUnavailable
 from ingest.edge.metrics import ProducerCollector, PublisherMetrics, PublishFailureReason
+from meterflow.kafka.producer import (
+    REQUEST_LINGER_MS,
+    REQUEST_MAX_BATCH_BYTES,
+    Producer,
+    idempotent_producer,
+)
 
 log = logging.getLogger("meterflow.ingest.producer")
 
-LINGER_MS = 5  # a few ms of batching across concurrent requests, small next to the broker's ack
-MAX_BATCH_BYTES = 128 * 1024  # per partition; a record is well under 1 KiB, so rarely the limit
 _CONNECT_ATTEMPT_S = 10.0
 _CLOSE_ATTEMPT_S = 2.0
 _BACKOFF_MIN_S = 0.2
@@ -42,44 +46,11 @@ class OutgoingRecord(NamedTuple):
     partition: int | None = None
 
 
-class Producer(Protocol):
-    """The part of :class:`aiokafka.AIOKafkaProducer` used here (a seam for unit tests)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def flush(self) -> None: ...
-
-    async def send(
-        self, topic: str, value: bytes, key: bytes, partition: int | None = None
-    ) -> asyncio.Future[Any]: ...
-
-
 class RecordPublisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
     async def publish_many(self, records: Sequence[OutgoingRecord]) -> None: ...
-
-
-def kafka_producer(bootstrap_servers: str, publish_timeout_s: float) -> Producer:
-    """An idempotent ``acks=all`` producer whose own timeouts match the publish timeout."""
-    producer: Producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        client_id="meterflow-ingest",
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=LINGER_MS,
-        max_batch_size=MAX_BATCH_BYTES,
-        # Bounds one broker request and how long a batch may wait for a partition leader; past
-        # publish_timeout_s no client waits for the answer anyway.
-        request_timeout_ms=max(1000, int(publish_timeout_s * 1000)),
-        retry_backoff_ms=100,
-        # No compression: records are small JSON and the codecs need optional native packages.
-        compression_type=None,
-    )
-    return producer
 
 
 class EventPublisher:
@@ -96,7 +67,14 @@ class EventPublisher:
         self._bootstrap_servers = bootstrap_servers
         self._publish_timeout_s = publish_timeout_s
         self._factory = producer_factory or (
-            lambda: kafka_producer(bootstrap_servers, publish_timeout_s)
+            lambda: idempotent_producer(
+                bootstrap_servers,
+                "meterflow-ingest",
+                linger_ms=REQUEST_LINGER_MS,
+                max_batch_bytes=REQUEST_MAX_BATCH_BYTES,
+                # Past the publish timeout no client waits for a broker request's answer.
+                request_timeout_s=publish_timeout_s,
+            )
         )
         self._metrics = PublisherMetrics(registry)
         registry.register(ProducerCollector(lambda: self.connected))

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from ingest.events.publisher import kafka_producer
+from meterflow.kafka.producer import REQUEST_LINGER_MS, REQUEST_MAX_BATCH_BYTES, idempotent_producer
 from meterflow.records.meter_events import partition_key
 
 PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
@@ -72,7 +72,13 @@ def _java_producer_ceiling(
 async def _aiokafka_producer_ceiling(
     bootstrap: str, topic: str, record_size: int, records: int, duration_s: float
 ) -> dict[str, Any]:
-    producer = kafka_producer(bootstrap, publish_timeout_s=30.0)
+    producer = idempotent_producer(
+        bootstrap,
+        "meterflow-ingest",
+        linger_ms=REQUEST_LINGER_MS,
+        max_batch_bytes=REQUEST_MAX_BATCH_BYTES,
+        request_timeout_s=30.0,
+    )
     value = b"x" * record_size
     keys = [partition_key("acct_ceiling", False, f"cus_{n}") for n in range(1000)]
     await producer.start()

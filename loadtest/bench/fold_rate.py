@@ -20,9 +20,9 @@ from aiokafka.partitioner import murmur2
 
 from deploy.children import meterflow_child
 from deploy.ports import free_port
-from ingest.events.publisher import kafka_producer
 from loadtest.bench.processes import mib, peak_rss_kib
 from loadtest.bench.stack import BenchStack
+from meterflow.kafka.producer import REQUEST_LINGER_MS, REQUEST_MAX_BATCH_BYTES, idempotent_producer
 from meterflow.kafka.topics import (
     METER_EVENTS_PARTITIONS,
     ensure_topics,
@@ -98,7 +98,13 @@ def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> Produced
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
     """Produce with ingest's producer settings; returns the seconds it took."""
-    producer = kafka_producer(bootstrap, publish_timeout_s=30.0)
+    producer = idempotent_producer(
+        bootstrap,
+        "meterflow-ingest",
+        linger_ms=REQUEST_LINGER_MS,
+        max_batch_bytes=REQUEST_MAX_BATCH_BYTES,
+        request_timeout_s=30.0,
+    )
     await producer.start()
     started = time.perf_counter()
     try:

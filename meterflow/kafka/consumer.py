@@ -1,8 +1,9 @@
-"""Kafka consumers whose offsets live in PostgreSQL: the plumbing every folding consumer shares.
+"""The stored-offset consumer base every consumer group shares (rollups, error reports, alerts).
 
-Each consumer group's next offsets are stored in ``consumer_offsets`` in the same transaction as
-what the batch produced. On every partition assignment the consumer seeks to them; Kafka's own
-commits are advisory, so standard tooling can show the group's lag.
+Each group's next offsets live in PostgreSQL (:mod:`meterflow.kafka.offsets`), written in the same
+transaction as what the batch produced. On every partition assignment the consumer seeks to them;
+a fenced or failed batch is read again from them. Kafka's own commits are advisory, so standard
+tooling can show the group's lag.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 
-from aggregator.rollups.store import OffsetFenced, stored_offsets
 from meterflow.kafka.lag import track_lag
+from meterflow.kafka.offsets import OffsetFenced, stored_offsets
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.aggregator")
@@ -112,10 +113,11 @@ async def reseek_until_done(seek: Callable[[], Awaitable[object]], stopping: asy
 
 
 class StoredOffsetConsumer:
-    """A consumer group whose offsets live in PostgreSQL, as the folding consumers share it.
+    """A consumer group whose offsets live in PostgreSQL; subclasses implement :meth:`fold`.
 
     On every partition assignment it seeks to the stored offsets. ``run()`` hands each fetched
-    batch to :meth:`fold`, which must write the batch's offsets in its own transaction; a batch
+    batch to :meth:`fold`, which fences and advances the batch's offsets
+    (:mod:`meterflow.kafka.offsets`) in its own transaction, then calls :meth:`folded`; a batch
     that is fenced (:class:`OffsetFenced`) or fails on the database is read again from the
     stored offsets. Lag is reported through :func:`~meterflow.kafka.lag.track_lag`.
     """
@@ -181,7 +183,7 @@ class StoredOffsetConsumer:
             )
 
     async def fold(self, batch: Batch) -> None:
-        """Apply one batch, its offsets included, in one transaction."""
+        """Apply one batch in one transaction: fence its offsets, write, advance its offsets."""
         raise NotImplementedError
 
     async def folded(self, offsets: Mapping[int, tuple[int, int]]) -> None:

@@ -14,13 +14,8 @@ from prometheus_client import CollectorRegistry
 from aggregator.rollups.columns import segments
 from aggregator.rollups.consumer import RollupConsumer
 from aggregator.rollups.meter_windows import MeterWindows
-from aggregator.rollups.store import (
-    OffsetFenced,
-    PartitionSpan,
-    apply_batch,
-    ensure_event_partitions,
-    event_days,
-)
+from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
+from meterflow.kafka.offsets import OffsetFenced, PartitionSpan
 from meterflow.kafka.topics import meter_events_topic
 from meterflow.records.meter_events import CancelRecord
 from meterflow.settings import Settings

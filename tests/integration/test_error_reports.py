@@ -15,7 +15,7 @@ from aggregator.error_reports.closer import ErrorReportCloser
 from aggregator.error_reports.consumer import error_report_group
 from aggregator.error_reports.reports import tally_rejections
 from aggregator.error_reports.store import apply_tallies
-from aggregator.rollups.store import OffsetFenced, PartitionSpan
+from meterflow.kafka.offsets import OffsetFenced, PartitionSpan
 from meterflow.kafka.topics import meter_events_rejected_topic
 from meterflow.records.rejected import RejectedRecord
 from meterflow.settings import Settings

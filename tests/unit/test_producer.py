@@ -16,7 +16,8 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry
 
 from ingest.edge.errors import ServiceUnavailable
-from ingest.events.publisher import EventPublisher, OutgoingRecord, Producer, UnconfiguredPublisher
+from ingest.events.publisher import EventPublisher, OutgoingRecord, UnconfiguredPublisher
+from meterflow.kafka.producer import Producer
 
 Ack = Literal["ok", "never", "error"]
 RECORDS = [OutgoingRecord("t", b"k1", b"v1"), OutgoingRecord("t", b"k2", b"v2")]
