@@ -33,7 +33,7 @@ from meterflow.errors import ConfigurationError
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
 from meterflow.kafka.offsets import advance_offsets, fence_offsets, spans_of
 from meterflow.kafka.producer import Producer, idempotent_producer
-from meterflow.kafka.topics import usage_changes_topic, v1_events_topic
+from meterflow.kafka.topics import USAGE_CHANGES_PARTITIONS, usage_changes_topic, v1_events_topic
 from meterflow.records.meter_events import RecordDecodeError
 from meterflow.records.usage_changes import UsageChange, decode_usage_change
 from meterflow.settings import Settings
@@ -69,6 +69,9 @@ class AlertEvaluator(StoredOffsetConsumer):
             batch_max=BATCH_MAX,
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
+            name="alert-evaluator",
+            # Its offsets were Kafka's before they moved to PostgreSQL.
+            adopt_kafka_commits=USAGE_CHANGES_PARTITIONS,
         )
         self._clock = clock
         producer = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import asyncpg
 import uvloop
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from aggregator.alerts.evaluator import AlertEvaluator
 from meterflow.errors import ConfigurationError
+from meterflow.lifecycle.driver import drive
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.alerts")
@@ -32,25 +32,21 @@ async def serve_alerts(settings: Settings) -> None:
     # The evaluation and the sweep each hold a connection briefly.
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
     evaluator = AlertEvaluator(settings, pool, registry)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, evaluator.request_stop)
     try:
-        await evaluator.start()
-        log.info(
-            "alert evaluator running; metrics on http://%s:%d/metrics",
-            settings.http_host,
-            settings.alerts.alerts_metrics_port,
+        await drive(
+            [evaluator],
+            deadline_s=settings.shutdown_deadline_s,
+            registry=registry,
+            on_running=lambda: log.info(
+                "alert evaluator running; metrics on http://%s:%d/metrics",
+                settings.http_host,
+                settings.alerts.alerts_metrics_port,
+            ),
         )
-        await evaluator.run()
     finally:
-        evaluator.request_stop()
-        try:
-            await asyncio.wait_for(evaluator.stop(), settings.shutdown_deadline_s)
-        finally:
-            await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
-            metrics_server.shutdown()
-            metrics_thread.join(timeout=settings.shutdown_deadline_s)
+        await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
+        metrics_server.shutdown()
+        metrics_thread.join(timeout=settings.shutdown_deadline_s)
     log.info("alert evaluator stopped")
 
 

@@ -74,6 +74,7 @@ class ErrorReportConsumer(StoredOffsetConsumer):
             batch_max=_BATCH_MAX,
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
+            name="error-reports",
         )
         self._window_ms = int(settings.aggregator.error_report_window_s * 1000)
 

@@ -85,6 +85,7 @@ class RollupConsumer(StoredOffsetConsumer):
             batch_max=settings.aggregator.fold_batch_max,
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
+            name="rollups",
         )
         self._known_days: set[int] = set()
         self._meter_windows = MeterWindows()

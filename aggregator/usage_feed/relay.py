@@ -51,7 +51,9 @@ class RelayMetrics:
 
 
 class UsageRelay:
-    """``start()``, then ``run()`` until ``request_stop()``, then ``stop()``."""
+    """Moves the outbox to Kafka (a :class:`~meterflow.lifecycle.component.Component`)."""
+
+    name = "usage-relay"
 
     def __init__(
         self,
@@ -79,9 +81,14 @@ class UsageRelay:
         self.metrics = RelayMetrics(registry)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._started = False
 
     async def start(self) -> None:
         await self._producer.start()
+        self._started = True
+
+    def ready(self) -> bool:
+        return self._started and not self._stopping.is_set()
 
     def notify(self) -> None:
         """Relay now rather than at the next poll: a fold just committed changes."""

@@ -74,6 +74,11 @@ class Params:
         self._used.add(key)
         return self._values.get(key)
 
+    def raw(self, key: str) -> Any:
+        """The value as decoded, for a parameter of more than one type (a tier's ``up_to`` is an
+        integer or ``inf``; ``tiers`` is a list, or a form's indexed map)."""
+        return self._take(key)
+
     def string(
         self,
         key: str,

@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 
 from meterflow.kafka.lag import track_lag
-from meterflow.kafka.offsets import OffsetFenced, stored_offsets
+from meterflow.kafka.offsets import OffsetFenced, adopt_offsets, stored_offsets
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.aggregator")
@@ -133,7 +133,13 @@ class StoredOffsetConsumer:
         batch_max: int,
         fenced: Counter,
         failures: Counter,
+        name: str,
+        # Partitions of the topic whose offsets a group that kept them in Kafka adopts.
+        adopt_kafka_commits: int = 0,
     ) -> None:
+        self.name = name
+        self._adopt_kafka_commits = adopt_kafka_commits
+        self._started = False
         self._pool = pool
         self._topic = topic
         self._group = group
@@ -152,7 +158,27 @@ class StoredOffsetConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
+        if self._adopt_kafka_commits:
+            await self._adopt_kafka_commits_once(self._adopt_kafka_commits)
         self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
+        self._started = True
+
+    def ready(self) -> bool:
+        return self._started and not self._stopping.is_set()
+
+    async def _adopt_kafka_commits_once(self, partitions: int) -> None:
+        """For a group that kept its offsets in Kafka before they moved to PostgreSQL: store the
+        offsets Kafka holds for it on the topic's ``partitions``, once, so it continues where it
+        stopped instead of reading the topic again. A group with stored offsets is left alone."""
+        committed: dict[int, int] = {}
+        for partition in range(partitions):
+            offset = await self._consumer.committed(TopicPartition(self._topic, partition))
+            if offset is not None:
+                committed[partition] = offset
+        if committed:
+            async with self._pool.acquire() as conn:
+                if await adopt_offsets(conn, self._group, self._topic, committed):
+                    log.info("%s: adopted Kafka's committed offsets %s", self._group, committed)
 
     def request_stop(self) -> None:
         self._stopping.set()

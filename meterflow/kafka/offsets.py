@@ -43,6 +43,21 @@ def spans_of(offsets: Mapping[int, tuple[int, int]]) -> list[PartitionSpan]:
     return [PartitionSpan(p, first, last + 1) for p, (first, last) in sorted(offsets.items())]
 
 
+async def adopt_offsets(conn: Conn, group: str, topic: str, offsets: Mapping[int, int]) -> bool:
+    """Store ``offsets`` for a group that has none stored for ``topic`` yet; False if it had."""
+    status = await conn.execute(
+        """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+           SELECT $1, $2, p, o FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
+           WHERE NOT EXISTS (SELECT 1 FROM consumer_offsets WHERE group_id = $1 AND topic = $2)
+           ON CONFLICT DO NOTHING""",
+        group,
+        topic,
+        list(offsets),
+        list(offsets.values()),
+    )
+    return status != "INSERT 0 0"
+
+
 async def stored_offsets(
     conn: Conn, group: str, topic: str, partitions: Iterable[int]
 ) -> dict[int, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from aggregator.alerts.evaluator import AlertEvaluator
@@ -96,3 +96,44 @@ async def test_offsets_are_stored_with_the_firings_and_a_stale_batch_is_fenced(
         await pool.close()
     assert len(await firings(database_url)) == 2
     assert await _stored(database_url, group, topic) == stored
+
+
+async def test_a_group_whose_offsets_were_in_kafka_adopts_them_once(
+    ingest_settings: Settings, database_url: str, kafka_bootstrap: str
+) -> None:
+    group = f"alerts-adopting-{ingest_settings.topic_prefix}"
+    topic = usage_changes_topic(ingest_settings.topic_prefix)
+
+    async def commit_in_kafka(offset: int) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 3)])
+            await consumer.commit({TopicPartition(topic, 3): offset})
+        finally:
+            await consumer.stop()
+
+    async def start_and_stop_an_evaluator() -> None:
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        evaluator = AlertEvaluator(
+            ingest_settings.with_overrides(alerts_consumer_group=group),
+            pool,
+            CollectorRegistry(),
+            producer_factory=RefusingProducer,
+        )
+        try:
+            await evaluator.start()
+        finally:
+            await evaluator.stop()
+            await pool.close()
+
+    # An evaluator from before stored offsets left its position in Kafka only.
+    await commit_in_kafka(7)
+    await start_and_stop_an_evaluator()
+    assert await _stored(database_url, group, topic) == {3: 7}
+    # Once stored, PostgreSQL is the truth: Kafka's (advisory) commits are not adopted again.
+    await commit_in_kafka(9)
+    await start_and_stop_an_evaluator()
+    assert await _stored(database_url, group, topic) == {3: 7}
