@@ -18,6 +18,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest.alerts.api import AlertsApi
+from ingest.billing.routes import billing_routes
 from ingest.core_events.api import CoreEventsApi
 from ingest.edge.auth import Authenticator
 from ingest.edge.errors import (
@@ -143,6 +144,7 @@ class IngestApp:
                 *WebhookEndpointsApi(self.pool).routes(),
                 *AlertsApi(self.pool).routes(),
                 *V1EventsApi(self.pool).routes(),
+                *billing_routes(self.pool, store),
             ]
         )
         log.info("ingest ready")

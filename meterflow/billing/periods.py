@@ -13,6 +13,8 @@ import calendar
 from datetime import UTC, datetime
 from typing import Literal
 
+from meterflow.windows import minute_of
+
 Interval = Literal["day", "week", "month", "year"]
 _FIXED_S: dict[str, int] = {"day": 86_400, "week": 7 * 86_400}
 _MONTHS: dict[str, int] = {"month": 1, "year": 12}
@@ -54,3 +56,11 @@ def period_containing(
         boundary(anchor_s, interval, interval_count, n),
         boundary(anchor_s, interval, interval_count, n + 1),
     )
+
+
+def usage_window(period: tuple[int, int]) -> tuple[int, int]:
+    """The minutes of usage a period bills: usage is folded per UTC minute, so a period counts
+    the minutes from the one holding its start up to the one holding its end. Consecutive periods
+    tile: each minute, and so each event, belongs to exactly one of them."""
+    start, end = period
+    return (minute_of(start), minute_of(end))

@@ -159,10 +159,16 @@ def payload_customer_and_value(
     return found
 
 
+# What a count meter's event without a value stores: counting ignores values, and one event
+# counts as one.
+COUNTED_VALUE = "1"
+
+
 def find_customer_and_value(
-    payload: dict[str, str], customer_key: str, value_key: str
+    payload: dict[str, str], customer_key: str, value_key: str, *, value_required: bool = True
 ) -> tuple[str, str] | EventRuleFailure:
-    """:func:`payload_customer_and_value`, returning the broken rule instead of raising it."""
+    """:func:`payload_customer_and_value`, returning the broken rule instead of raising it; a
+    missing value is :data:`COUNTED_VALUE` when not ``value_required`` (count meters)."""
     customer = payload.get(customer_key)
     if not customer:
         return EventRuleFailure(
@@ -172,6 +178,8 @@ def find_customer_and_value(
             f"payload[{customer_key}]",
         )
     value = payload.get(value_key)
+    if (value is None or value == "") and not value_required:
+        return customer, COUNTED_VALUE
     if value is None or value == "":
         return EventRuleFailure(
             "payload_no_value_defined",

@@ -6,7 +6,8 @@ or the first :class:`~meterflow.rules.events.EventRuleFailure`:
 
 1. a meter exists for the event name (``no_meter``);
 2. the meter is active (``archived_meter``);
-3. the payload holds the meter's customer key, then its value key;
+3. the payload holds the meter's customer key, then its value key (a count meter's event may
+   leave the value out: counting ignores it);
 4. the value is a decimal number of at most 15 significant digits;
 5. the timestamp (``now_s`` when the event has none) is within Stripe's bounds.
 
@@ -86,7 +87,9 @@ def apply_event_rules(
             wording.archived_meter(event_name, meter.id),
             "event_name",
         )
-    found = find_customer_and_value(payload, meter.customer_key, meter.value_key)
+    found = find_customer_and_value(
+        payload, meter.customer_key, meter.value_key, value_required=meter.formula != "count"
+    )
     if isinstance(found, EventRuleFailure):
         return found
     customer, value = found

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterflow.billing.periods import Interval, boundary, period_containing
+from meterflow.billing.periods import (
+    Interval,
+    boundary,
+    period_containing,
+    period_index,
+    usage_window,
+)
 
 
 def _ts(text: str) -> int:
@@ -70,3 +76,24 @@ def test_every_moment_lies_in_exactly_its_period(
     at = anchor + offset
     start, end = period_containing(anchor, interval, count, at)
     assert start <= at < end
+
+
+@given(
+    anchor=st.integers(_ts("2000-01-01 00:00"), _ts("2060-01-01 00:00")),
+    at=st.integers(_ts("2000-01-01 00:00"), _ts("2060-01-01 00:00")),
+    interval=st.sampled_from(["day", "week", "month", "year"]),
+    count=st.integers(1, 12),
+)
+def test_each_minute_of_usage_belongs_to_exactly_one_period(
+    anchor: int, at: int, interval: Interval, count: int
+) -> None:
+    minute = at - at % 60
+
+    def window(k: int) -> tuple[int, int]:
+        return usage_window(
+            (boundary(anchor, interval, count, k), boundary(anchor, interval, count, k + 1))
+        )
+
+    n = period_index(anchor, interval, count, at)
+    owners = [k for k in range(n - 2, n + 3) if window(k)[0] <= minute < window(k)[1]]
+    assert len(owners) == 1

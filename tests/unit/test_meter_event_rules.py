@@ -167,3 +167,25 @@ def test_sync_and_stream_adapters_agree(case: Case) -> None:
         identifier="id-1",
         event=original,
     )
+
+
+def test_a_count_meters_event_needs_no_value() -> None:
+    counting = replace(METER, formula="count")
+    accepted = apply_event_rules(
+        counting, "api_call", {"cust": "cus_1", "endpoint": "/v1/x"}, "id-1", None,
+        now_s=NOW_S, wording=SYNC_WORDING,
+    )  # fmt: skip
+    assert isinstance(accepted, AcceptedEvent)
+    assert (accepted.customer, accepted.value) == ("cus_1", "1")
+    # A value, when given, is still checked; and other formulas still need one.
+    bad = apply_event_rules(
+        counting, "api_call", {"cust": "cus_1", "gb": "abc"}, "id-2", None,
+        now_s=NOW_S, wording=SYNC_WORDING,
+    )  # fmt: skip
+    assert isinstance(bad, EventRuleFailure)
+    assert bad.sync_code == "payload_invalid_value"
+    missing = apply_event_rules(
+        METER, "api_call", {"cust": "cus_1"}, "id-3", None, now_s=NOW_S, wording=SYNC_WORDING
+    )
+    assert isinstance(missing, EventRuleFailure)
+    assert missing.sync_code == "payload_no_value_defined"

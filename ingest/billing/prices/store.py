@@ -1,0 +1,314 @@
+"""Prices in PostgreSQL, always scoped to one account and mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, cast
+
+import asyncpg
+import orjson
+
+from ingest.billing.prices.params import NewPrice, PriceChanges, PriceType, Recurring, UsageType
+from ingest.billing.products.store import insert_product
+from ingest.edge.auth import Principal
+from ingest.edge.list_pages import PageRequest, fetch_page
+from meterflow.billing.money import decimal_string
+from meterflow.billing.periods import Interval
+from meterflow.billing.prices import (
+    BillingScheme,
+    PriceTerms,
+    QuantityRounding,
+    Tier,
+    TiersMode,
+    TransformQuantity,
+)
+from meterflow.ids import object_id
+
+_COLUMNS = (
+    "seq, id, livemode, product_id, active, currency, type, billing_scheme, unit_amount_decimal, "
+    "tiers_mode, tiers::text AS tiers, transform_divide_by, transform_round, interval, "
+    "interval_count, usage_type, meter_id, nickname, lookup_key, metadata::text AS metadata, "
+    "created"
+)
+
+
+def _minor_units(amount: Decimal | None) -> int | None:
+    """The integer field beside a ``*_decimal`` one: set only when the amount is whole."""
+    if amount is None or amount != amount.to_integral_value():
+        return None
+    return int(amount)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    seq: int
+    id: str
+    livemode: bool
+    product: str
+    active: bool
+    currency: str
+    type: PriceType
+    terms: PriceTerms
+    recurring: Recurring | None
+    nickname: str | None
+    lookup_key: str | None
+    metadata: dict[str, str]
+    created: int
+
+    @property
+    def metered(self) -> bool:
+        return self.recurring is not None and self.recurring.usage_type == "metered"
+
+    def to_stripe(self, *, expand_tiers: bool = False) -> dict[str, Any]:
+        """The ``price`` object; ``tiers`` only when expanded, as Stripe does."""
+        terms = self.terms
+        transform = terms.transform
+        price: dict[str, Any] = {
+            "id": self.id,
+            "object": "price",
+            "active": self.active,
+            "billing_scheme": terms.billing_scheme,
+            "created": self.created,
+            "currency": self.currency,
+            "custom_unit_amount": None,
+            "livemode": self.livemode,
+            "lookup_key": self.lookup_key,
+            "metadata": self.metadata,
+            "nickname": self.nickname,
+            "product": self.product,
+            "recurring": None
+            if self.recurring is None
+            else {
+                "interval": self.recurring.interval,
+                "interval_count": self.recurring.interval_count,
+                "meter": self.recurring.meter,
+                "trial_period_days": None,
+                "usage_type": self.recurring.usage_type,
+            },
+            "tax_behavior": "unspecified",
+            "tiers_mode": terms.tiers_mode,
+            "transform_quantity": None
+            if transform is None
+            else {"divide_by": transform.divide_by, "round": transform.round},
+            "type": self.type,
+            "unit_amount": _minor_units(terms.unit_amount),
+            "unit_amount_decimal": None
+            if terms.unit_amount is None
+            else decimal_string(terms.unit_amount),
+        }
+        if expand_tiers and terms.billing_scheme == "tiered":
+            price["tiers"] = [_tier_object(t) for t in terms.tiers]
+        return price
+
+
+def _tier_object(tier: Tier) -> dict[str, Any]:
+    return {
+        "flat_amount": _minor_units(tier.flat_amount),
+        "flat_amount_decimal": decimal_string(tier.flat_amount),
+        "unit_amount": _minor_units(tier.unit_amount),
+        "unit_amount_decimal": decimal_string(tier.unit_amount),
+        "up_to": tier.up_to,
+    }
+
+
+def _tiers_json(tiers: Sequence[Tier]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "up_to": t.up_to,
+                "unit_amount_decimal": str(t.unit_amount),
+                "flat_amount_decimal": str(t.flat_amount),
+            }
+            for t in tiers
+        ]
+    ).decode()
+
+
+def price_from_row(row: asyncpg.Record) -> Price:
+    scheme = cast(BillingScheme, row["billing_scheme"])
+    if scheme == "tiered":
+        tiers = tuple(
+            Tier(t["up_to"], Decimal(t["unit_amount_decimal"]), Decimal(t["flat_amount_decimal"]))
+            for t in orjson.loads(row["tiers"])
+        )
+        terms = PriceTerms.tiered(cast(TiersMode, row["tiers_mode"]), tiers)
+    else:
+        transform = (
+            None
+            if row["transform_divide_by"] is None
+            else TransformQuantity(
+                row["transform_divide_by"], cast(QuantityRounding, row["transform_round"])
+            )
+        )
+        terms = PriceTerms.per_unit(row["unit_amount_decimal"], transform)
+    recurring = (
+        None
+        if row["interval"] is None
+        else Recurring(
+            cast(Interval, row["interval"]),
+            row["interval_count"],
+            cast(UsageType, row["usage_type"]),
+            row["meter_id"],
+        )
+    )
+    return Price(
+        seq=row["seq"],
+        id=row["id"],
+        livemode=row["livemode"],
+        product=row["product_id"],
+        active=row["active"],
+        currency=row["currency"],
+        type=cast(PriceType, row["type"]),
+        terms=terms,
+        recurring=recurring,
+        nickname=row["nickname"],
+        lookup_key=row["lookup_key"],
+        metadata=orjson.loads(row["metadata"]),
+        created=row["created"],
+    )
+
+
+class LookupKeyTaken(Exception):
+    """Another price of the account and mode has the lookup key."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceFilters:
+    active: bool | None = True
+    product: str | None = None
+    type: str | None = None
+    currency: str | None = None
+    lookup_keys: list[str] = field(default_factory=list)
+
+
+class PriceStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def product_exists(self, who: Principal, product_id: str) -> bool:
+        found = await self._pool.fetchval(
+            "SELECT true FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
+            product_id,
+            who.account_id,
+            who.livemode,
+        )
+        return bool(found)
+
+    async def create(self, who: Principal, new: NewPrice, now_s: int) -> Price:
+        """Insert the price, and its product first when given as ``product_data``."""
+        terms, recurring = new.terms, new.recurring
+        async with self._pool.acquire() as conn, conn.transaction():
+            product_id = new.product
+            if new.product_data is not None:
+                product_id = (await insert_product(conn, who, new.product_data, now_s)).id
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO prices (id, account_id, livemode, product_id, active, currency,
+                            type, billing_scheme, unit_amount_decimal, tiers_mode, tiers,
+                            transform_divide_by, transform_round, interval, interval_count,
+                            usage_type, meter_id, nickname, lookup_key, metadata, created)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13,
+                            $14, $15, $16, $17, $18, $19, $20::jsonb, $21)
+                        RETURNING {_COLUMNS}""",
+                    object_id("price"),
+                    who.account_id,
+                    who.livemode,
+                    product_id,
+                    new.active,
+                    new.currency,
+                    new.type,
+                    terms.billing_scheme,
+                    terms.unit_amount,
+                    terms.tiers_mode,
+                    _tiers_json(terms.tiers) if terms.billing_scheme == "tiered" else None,
+                    None if terms.transform is None else terms.transform.divide_by,
+                    None if terms.transform is None else terms.transform.round,
+                    None if recurring is None else recurring.interval,
+                    None if recurring is None else recurring.interval_count,
+                    None if recurring is None else recurring.usage_type,
+                    None if recurring is None else recurring.meter,
+                    new.nickname,
+                    new.lookup_key,
+                    orjson.dumps(new.metadata).decode(),
+                    now_s,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "prices_lookup_key":
+                    raise LookupKeyTaken(new.lookup_key) from exc
+                raise
+        assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
+        return price_from_row(row)
+
+    async def get(self, who: Principal, price_id: str) -> Price | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+            price_id,
+            who.account_id,
+            who.livemode,
+        )
+        return None if row is None else price_from_row(row)
+
+    async def update(self, who: Principal, price_id: str, changes: PriceChanges) -> Price | None:
+        try:
+            row = await self._pool.fetchrow(
+                f"""UPDATE prices SET
+                        active = coalesce($4, active),
+                        nickname = CASE WHEN $5 THEN NULL ELSE coalesce($6, nickname) END,
+                        lookup_key = CASE WHEN $7 THEN NULL ELSE coalesce($8, lookup_key) END,
+                        metadata = (metadata || $9::jsonb) - $10::text[]
+                    WHERE id = $1 AND account_id = $2 AND livemode = $3 RETURNING {_COLUMNS}""",
+                price_id,
+                who.account_id,
+                who.livemode,
+                changes.active,
+                changes.unset_nickname,
+                changes.nickname,
+                changes.unset_lookup_key,
+                changes.lookup_key,
+                orjson.dumps(changes.metadata.set).decode(),
+                changes.metadata.unset,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "prices_lookup_key":
+                raise LookupKeyTaken(changes.lookup_key) from exc
+            raise
+        return None if row is None else price_from_row(row)
+
+    async def page(
+        self, who: Principal, page: PageRequest, filters: PriceFilters
+    ) -> tuple[list[Price], bool] | None:
+        equal: dict[str, object] = {}
+        if filters.active is not None:
+            equal["active"] = filters.active
+        if filters.product is not None:
+            equal["product_id"] = filters.product
+        if filters.type is not None:
+            equal["type"] = filters.type
+        if filters.currency is not None:
+            equal["currency"] = filters.currency
+        if filters.lookup_keys:
+            return await self._by_lookup_keys(who, filters)
+        found = await fetch_page(
+            self._pool, who, page, table="prices", columns=_COLUMNS, filters=equal
+        )
+        if found is None:
+            return None
+        rows, has_more = found
+        return [price_from_row(r) for r in rows], has_more
+
+    async def _by_lookup_keys(
+        self, who: Principal, filters: PriceFilters
+    ) -> tuple[list[Price], bool]:
+        rows = await self._pool.fetch(
+            f"""SELECT {_COLUMNS} FROM prices
+                WHERE account_id = $1 AND livemode = $2 AND lookup_key = ANY($3::text[])
+                  AND ($4::boolean IS NULL OR active = $4)
+                ORDER BY seq DESC""",
+            who.account_id,
+            who.livemode,
+            filters.lookup_keys,
+            filters.active,
+        )
+        return [price_from_row(r) for r in rows], False

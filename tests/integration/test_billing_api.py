@@ -1,0 +1,346 @@
+"""Customers, products, prices and subscriptions over HTTP, and invoice previews rated from live
+usage through the real pipeline."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import AccountFactory
+from tests.fixtures.meter_events import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _post(
+    http: httpx.AsyncClient, key: str, path: str, form: dict[str, str], status: int = 200
+) -> dict[str, Any]:
+    response = await http.post(path, data=form, headers=_auth(key))
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _get(http: httpx.AsyncClient, key: str, path: str, **params: str) -> dict[str, Any]:
+    response = await http.get(path, params=params, headers=_auth(key))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _meter(http: httpx.AsyncClient, key: str, event_name: str, formula: str) -> str:
+    meter = await _post(
+        http,
+        key,
+        "/v1/billing/meters",
+        {
+            "display_name": event_name,
+            "event_name": event_name,
+            "default_aggregation[formula]": formula,
+            "customer_mapping[event_payload_key]": "stripe_customer_id",
+            "customer_mapping[type]": "by_id",
+        },
+    )
+    meter_id: str = meter["id"]
+    return meter_id
+
+
+async def test_customers_create_update_list_delete_and_stay_in_their_account(
+    http: httpx.AsyncClient, make_account: AccountFactory
+) -> None:
+    key = (await make_account()).secret_key
+    other = (await make_account("other")).secret_key
+    created = await _post(
+        http,
+        key,
+        "/v1/customers",
+        {"name": "Jenny Rosen", "email": "jenny@example.com", "metadata[tier]": "gold"},
+    )
+    assert created["object"] == "customer"
+    assert created["id"].startswith("cus_")
+    assert (created["name"], created["email"], created["metadata"]) == (
+        "Jenny Rosen",
+        "jenny@example.com",
+        {"tier": "gold"},
+    )
+    await _post(http, key, "/v1/customers", {"email": "someone@example.com"})
+    updated = await _post(
+        http, key, f"/v1/customers/{created['id']}", {"description": "VIP", "metadata[tier]": ""}
+    )
+    assert (updated["description"], updated["metadata"]) == ("VIP", {})
+    listed = await _get(http, key, "/v1/customers", email="jenny@example.com")
+    assert [c["id"] for c in listed["data"]] == [created["id"]]
+    assert len((await _get(http, key, "/v1/customers"))["data"]) == 2
+    # Another account sees none of it.
+    missing = await http.get(f"/v1/customers/{created['id']}", headers=_auth(other))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "resource_missing"
+    assert (await _get(http, other, "/v1/customers"))["data"] == []
+
+    deleted = await http.delete(f"/v1/customers/{created['id']}", headers=_auth(key))
+    assert deleted.json() == {"id": created["id"], "object": "customer", "deleted": True}
+    fetched = await _get(http, key, f"/v1/customers/{created['id']}")
+    assert fetched == {"id": created["id"], "object": "customer", "deleted": True}
+    assert len((await _get(http, key, "/v1/customers"))["data"]) == 1
+
+
+async def test_prices_with_tiers_transforms_and_inline_products(
+    http: httpx.AsyncClient, make_account: AccountFactory
+) -> None:
+    key = (await make_account()).secret_key
+    meter = await _meter(http, key, "alpaca_ai_tokens", "sum")
+    per_hundred = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {
+            "currency": "usd",
+            "unit_amount": "4",
+            "transform_quantity[divide_by]": "100",
+            "transform_quantity[round]": "up",
+            "recurring[interval]": "month",
+            "recurring[usage_type]": "metered",
+            "recurring[meter]": meter,
+            "product_data[name]": "Alpaca AI tokens",
+            "lookup_key": "tokens_per_hundred",
+        },
+    )
+    assert per_hundred["transform_quantity"] == {"divide_by": 100, "round": "up"}
+    assert (per_hundred["unit_amount"], per_hundred["unit_amount_decimal"]) == (4, "4")
+    assert per_hundred["recurring"]["meter"] == meter
+    product = await _get(http, key, f"/v1/products/{per_hundred['product']}")
+    assert product["name"] == "Alpaca AI tokens"
+
+    tiered = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {
+            "currency": "usd",
+            "product": product["id"],
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
+            "tiers[0][up_to]": "1000",
+            "tiers[0][unit_amount_decimal]": "0.5",
+            "tiers[0][flat_amount]": "100",
+            "tiers[1][up_to]": "inf",
+            "tiers[1][unit_amount]": "0",
+            "recurring[interval]": "month",
+            "recurring[usage_type]": "metered",
+            "recurring[meter]": meter,
+        },
+    )
+    assert "tiers" not in tiered
+    assert (tiered["unit_amount"], tiered["unit_amount_decimal"]) == (None, None)
+    expanded = await _get(http, key, f"/v1/prices/{tiered['id']}", **{"expand[]": "tiers"})
+    assert expanded["tiers"][0] == {
+        "flat_amount": 100,
+        "flat_amount_decimal": "100",
+        "unit_amount": None,
+        "unit_amount_decimal": "0.5",
+        "up_to": 1000,
+    }
+    assert expanded["tiers"][1]["up_to"] is None
+    found = await _get(http, key, "/v1/prices", **{"lookup_keys[]": "tokens_per_hundred"})
+    assert [p["id"] for p in found["data"]] == [per_hundred["id"]]
+    archived = await _post(http, key, f"/v1/prices/{tiered['id']}", {"active": "false"})
+    assert archived["active"] is False
+    assert [p["id"] for p in (await _get(http, key, "/v1/prices"))["data"]] == [per_hundred["id"]]
+
+
+async def test_bad_prices_and_subscriptions_get_a_clear_error_and_create_nothing(
+    http: httpx.AsyncClient, make_account: AccountFactory
+) -> None:
+    key = (await make_account()).secret_key
+    other = (await make_account("other")).secret_key
+    meter = await _meter(http, key, "api_calls", "count")
+    foreign_meter = await _meter(http, other, "api_calls", "count")
+    product = (await _post(http, key, "/v1/products", {"name": "API"}))["id"]
+    metered = {
+        "currency": "usd",
+        "product": product,
+        "recurring[interval]": "month",
+        "recurring[usage_type]": "metered",
+        "recurring[meter]": meter,
+    }
+    tiers = {
+        "billing_scheme": "tiered",
+        "tiers_mode": "volume",
+        "tiers[0][up_to]": "10",
+        "tiers[0][unit_amount]": "5",
+        "tiers[1][up_to]": "inf",
+        "tiers[1][unit_amount]": "3",
+    }
+    cases: list[tuple[dict[str, str], int, str]] = [
+        (metered | tiers | {"unit_amount": "5"}, 400, "unit_amount"),
+        (metered | tiers | {"tiers[1][up_to]": "5"}, 400, "tiers[1][up_to]"),
+        (metered | tiers | {"tiers[1][up_to]": "20"}, 400, "tiers[1][up_to]"),
+        (
+            metered
+            | tiers
+            | {"transform_quantity[divide_by]": "10", "transform_quantity[round]": "up"},
+            400,
+            "tiers",
+        ),
+        (
+            metered
+            | {
+                "unit_amount": "5",
+                "transform_quantity[divide_by]": "0",
+                "transform_quantity[round]": "up",
+            },
+            400,
+            "transform_quantity[divide_by]",
+        ),
+        (metered | {"unit_amount": "5", "colour": "red"}, 400, "colour"),
+        (metered | {"unit_amount_decimal": "0.1234567890123"}, 400, "unit_amount_decimal"),
+        (metered | {"unit_amount_decimal": "123456789"}, 400, "unit_amount_decimal"),
+        (metered | {"unit_amount": "100000000"}, 400, "unit_amount"),
+        (metered | {"unit_amount": "5", "recurring[meter]": "mtr_nope"}, 404, "recurring[meter]"),
+        (
+            metered | {"unit_amount": "5", "recurring[meter]": foreign_meter},
+            404,
+            "recurring[meter]",
+        ),
+        (metered | {"unit_amount": "5", "product": "prod_nope"}, 404, "product"),
+        (
+            {k: v for k, v in metered.items() if k != "recurring[meter]"} | {"unit_amount": "5"},
+            400,
+            "recurring[meter]",
+        ),
+    ]
+    for form, status, param in cases:
+        error = (await _post(http, key, "/v1/prices", form, status))["error"]
+        assert error["param"] == param, (form, error)
+        assert error["type"] == "invalid_request_error"
+    assert (await _get(http, key, "/v1/prices", active="true"))["data"] == []
+
+    usd = await _post(http, key, "/v1/prices", metered | {"unit_amount": "5"})
+    eur = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {"currency": "eur", "product": product, "unit_amount": "500",
+         "recurring[interval]": "month"},
+    )  # fmt: skip
+    customer = (await _post(http, key, "/v1/customers", {"name": "A"}))["id"]
+    subscription_cases: list[tuple[dict[str, str], int, str]] = [
+        (
+            {"customer": customer, "items[0][price]": usd["id"], "items[0][quantity]": "2"},
+            400,
+            "items[0][quantity]",
+        ),
+        (
+            {"customer": customer, "items[0][price]": usd["id"], "items[1][price]": eur["id"]},
+            400,
+            "items[1][price]",
+        ),
+        ({"customer": "cus_nope", "items[0][price]": usd["id"]}, 404, "customer"),
+        ({"customer": customer, "items[0][price]": "price_nope"}, 404, "items[0][price]"),
+    ]
+    for form, status, param in subscription_cases:
+        error = (await _post(http, key, "/v1/subscriptions", form, status))["error"]
+        assert error["param"] == param, (form, error)
+    assert (await _get(http, key, "/v1/subscriptions", status="all"))["data"] == []
+
+
+async def test_the_alpaca_walkthrough_previews_the_exact_amount_from_live_usage(
+    http: httpx.AsyncClient, make_account: AccountFactory, aggregator: None
+) -> None:
+    key = (await make_account()).secret_key
+    tokens = await _meter(http, key, "alpaca_ai_tokens", "sum")
+    calls = await _meter(http, key, "api_requests", "count")
+    per_hundred = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {
+            "currency": "usd",
+            "unit_amount": "4",
+            "transform_quantity[divide_by]": "100",
+            "transform_quantity[round]": "up",
+            "recurring[interval]": "month",
+            "recurring[usage_type]": "metered",
+            "recurring[meter]": tokens,
+            "product_data[name]": "Alpaca AI tokens",
+        },
+    )
+    per_call = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {
+            "currency": "usd",
+            "unit_amount_decimal": "0.25",
+            "recurring[interval]": "month",
+            "recurring[usage_type]": "metered",
+            "recurring[meter]": calls,
+            "product_data[name]": "API requests",
+        },
+    )
+    customers = [(await _post(http, key, "/v1/customers", {"name": n}))["id"] for n in "AB"]
+    subscriptions = [
+        await _post(
+            http,
+            key,
+            "/v1/subscriptions",
+            {
+                "customer": c,
+                "items[0][price]": per_hundred["id"],
+                "items[1][price]": per_call["id"],
+            },
+        )
+        for c in customers
+    ]
+    item = subscriptions[0]["items"]["data"][0]
+    assert item["current_period_end"] > item["current_period_start"] >= int(time.time()) - 5
+    assert "quantity" not in item
+
+    now = int(time.time())
+    events = [
+        ("alpaca_ai_tokens", customers[0], {"value": "1000"}),
+        ("alpaca_ai_tokens", customers[0], {"value": "234"}),
+        ("alpaca_ai_tokens", customers[1], {"value": "50"}),
+        # Before the period: never billed in it.
+        ("alpaca_ai_tokens", customers[0], {"value": "999999", "timestamp": str(now - 86_400)}),
+    ] + [("api_requests", customers[0], {"endpoint": "/v1/chat"})] * 3
+    for i, (event_name, customer, extra) in enumerate(events):
+        form = {
+            "event_name": event_name,
+            "identifier": f"evt-{i}",
+            "payload[stripe_customer_id]": customer,
+        } | {f"payload[{k}]" if k != "timestamp" else k: v for k, v in extra.items()}
+        await _post(http, key, "/v1/billing/meter_events", form)
+
+    async def amounts() -> list[int]:
+        previews = [
+            await _post(http, key, "/v1/invoices/create_preview", {"customer": c})
+            for c in customers
+        ]
+        return [p["amount_due"] for p in previews]
+
+    # A: 1,234 tokens are 13 hundreds at 4 cents (52) + 3 calls at 0.25 cents (0.75, rounds to 1).
+    # B: 50 tokens are 1 hundred (4), no calls.
+    async def settled() -> bool:
+        return await amounts() == [53, 4]
+
+    await wait_until(settled, 30, "previews rated from the folded usage")
+    preview = await _post(http, key, "/v1/invoices/create_preview", {"customer": customers[0]})
+    assert (preview["object"], preview["status"], preview["billing_reason"]) == (
+        "invoice",
+        "draft",
+        "upcoming",
+    )
+    assert preview["id"].startswith("upcoming_in_")
+    lines = {line["pricing"]["price_details"]["price"]: line for line in preview["lines"]["data"]}
+    assert (lines[per_hundred["id"]]["quantity"], lines[per_hundred["id"]]["amount"]) == (13, 52)
+    assert (lines[per_call["id"]]["quantity"], lines[per_call["id"]]["amount"]) == (3, 1)
+    assert preview["subtotal"] == preview["total"] == 53
+    assert preview["parent"]["subscription_details"]["subscription"] == subscriptions[0]["id"]
