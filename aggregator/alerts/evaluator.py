@@ -24,7 +24,6 @@ from aggregator.alerts.store import (
     StoredEvent,
     fired_already,
     record_firings,
-    usage_totals,
     watching_alerts,
 )
 from aggregator.alerts.v1_events import V1EventPublisher
@@ -38,6 +37,7 @@ from meterflow.records.meter_events import RecordDecodeError
 from meterflow.records.usage_changes import UsageChange, decode_usage_change
 from meterflow.settings import Settings
 from meterflow.usage.keys import UsageKey
+from meterflow.usage.reader import usage_totals
 
 log = logging.getLogger("meterflow.alerts")
 

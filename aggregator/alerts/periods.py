@@ -22,7 +22,7 @@ from decimal import Decimal
 from meterflow.alerts import Alert, Recurrence
 from meterflow.meters import Formula
 from meterflow.records.usage_changes import UsageChange
-from meterflow.usage.keys import UsageKey
+from meterflow.usage.keys import UsageKey, UsageSpan, UsageTotals
 from meterflow.windows import DAY_S
 
 # The one_time period's end: past any event time a meter accepts (a bigint, as stored).
@@ -136,27 +136,7 @@ def candidates(
     return list(out.values())
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """A (meter, customer, period)'s rollup totals: enough for every formula."""
-
-    value_sum: Decimal = Decimal(0)
-    event_count: int = 0
-    last_value: Decimal | None = None
-
-    def value(self, formula: Formula) -> Decimal:
-        """The meter's aggregated value, as event summaries compute it (0 without usage)."""
-        if formula == "sum":
-            return self.value_sum
-        if formula == "count":
-            return Decimal(self.event_count)
-        return Decimal(0) if self.last_value is None else self.last_value
-
-
-UsageQuery = tuple[str, bool, str, str, int, int]  # usage key + period
-
-
-def usage_query(candidate: Candidate) -> UsageQuery:
+def usage_query(candidate: Candidate) -> UsageSpan:
     return (*candidate.usage_key, *candidate.period)
 
 
@@ -166,11 +146,11 @@ class Firing:
     value: Decimal
 
 
-def firings(pending: Sequence[Candidate], usage: Mapping[UsageQuery, Usage]) -> list[Firing]:
+def firings(pending: Sequence[Candidate], usage: Mapping[UsageSpan, UsageTotals]) -> list[Firing]:
     """The candidates whose period's usage reached the alert's threshold (``value >= gte``)."""
     out: list[Firing] = []
     for candidate in pending:
-        value = usage.get(usage_query(candidate), Usage()).value(candidate.watch.formula)
+        value = usage.get(usage_query(candidate), UsageTotals()).value(candidate.watch.formula)
         if value >= candidate.watch.alert.gte:
             out.append(Firing(candidate, value))
     return out

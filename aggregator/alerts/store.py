@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import orjson
 
-from aggregator.alerts.periods import Firing, FiringKey, Usage, UsageQuery, Watch
+from aggregator.alerts.periods import Firing, FiringKey, Watch
 from aggregator.webhooks.policy import OutgoingEvent
 from aggregator.webhooks.store import enqueue_deliveries
 from meterflow.alerts import (
@@ -27,7 +27,6 @@ from meterflow.alerts import (
 from meterflow.meters import Formula
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey
-from meterflow.usage.reader import usage_totals as read_usage_totals
 
 _ALERT_FIELDS = ", ".join(f"a.{column.strip()}" for column in ALERT_COLUMNS.split(","))
 
@@ -70,13 +69,6 @@ async def fired_already(conn: Conn, keys: Sequence[FiringKey]) -> set[FiringKey]
         [k[2] for k in keys],
     )
     return {(r["alert_id"], r["customer"], r["period_start"]) for r in rows}
-
-
-async def usage_totals(conn: Conn, queries: Sequence[UsageQuery]) -> dict[UsageQuery, Usage]:
-    """Rollup totals of each (meter, customer, period) that has usage, in one query through
-    the usage reader (which event summaries read through too)."""
-    found = await read_usage_totals(conn, queries)
-    return {q: Usage(t.value_sum, t.event_count, t.last_value) for q, t in found.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,17 @@ row more than the page is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 
 from ingest.edge.auth import Principal
-from ingest.edge.errors import InvalidRequest
+from ingest.edge.errors import ApiError, InvalidRequest
 from ingest.edge.params import Params
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +93,22 @@ async def fetch_page(
     if backwards:
         found.reverse()
     return found, len(rows) > page.limit
+
+
+def list_object(data: list[dict[str, object]], has_more: bool, url: str) -> dict[str, object]:
+    """Stripe's ``list`` object around one page of objects."""
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+def found_page(
+    page: tuple[list[T], bool] | None,
+    request: PageRequest,
+    missing: Callable[[str, str], ApiError],
+) -> tuple[list[T], bool]:
+    """A store's page, or the error for a cursor naming no object of the caller
+    (``missing(object id, parameter)``)."""
+    if page is None:
+        assert request.cursor is not None  # noqa: S101 - only a cursor can miss
+        param, cursor_id = request.cursor
+        raise missing(cursor_id, param)
+    return page

@@ -36,6 +36,7 @@ from meterflow.records.meter_events import (
     encode,
     partition_key,
 )
+from meterflow.usage.reader import folded_event_count
 from meterflow.windows import HOUR_S
 
 REQUEST_EVENTS = 100
@@ -127,14 +128,6 @@ async def _folded(conn: asyncpg.Connection, group: str, topic: str) -> int:
     return int(total)
 
 
-async def _counted_events(conn: asyncpg.Connection, account_id: str) -> int:
-    total = await conn.fetchval(
-        "SELECT coalesce(sum(event_count), 0) FROM rollups_minute WHERE account_id = $1",
-        account_id,
-    )
-    return int(total)
-
-
 async def measure_fold(
     stack: BenchStack, workload: FoldWorkload, prefix: str, deadline_s: float
 ) -> dict[str, Any]:
@@ -175,7 +168,7 @@ async def measure_fold(
             await asyncio.sleep(_POLL_S)
         assert child.pid is not None  # noqa: S101 - started above
         peak_kib = peak_rss_kib(child.pid)
-        counted = await _counted_events(conn, workload.account_id)
+        counted = await folded_event_count(conn, workload.account_id)
     finally:
         await asyncio.to_thread(child.stop, 15.0)
         await conn.close()

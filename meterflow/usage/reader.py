@@ -10,38 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 import asyncpg
 
-from meterflow.meters import Formula
 from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
-from meterflow.usage.keys import UsageKey
-
-UsageSpan = tuple[str, bool, str, str, int, int]
-"""(account, livemode, meter, customer, start_s, end_s): a usage key over ``[start_s, end_s)``."""
+from meterflow.usage.keys import UsageKey, UsageSpan, UsageTotals
 
 # The `last` formula's candidate is the most recently received minute (receipt order).
 _LAST_FIRST = receipt_order("last_", latest_first=True)
 _LAST_FIRST_R = receipt_order("r.last_", latest_first=True)
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTotals:
-    """Folded usage over a span: enough for every formula (the defaults: no usage)."""
-
-    value_sum: Decimal = Decimal(0)
-    event_count: int = 0
-    last_value: Decimal | None = None
-
-    def value(self, formula: Formula) -> Decimal:
-        """The aggregated value by the meter's formula (0 without usage)."""
-        if formula == "sum":
-            return self.value_sum
-        if formula == "count":
-            return Decimal(self.event_count)
-        return Decimal(0) if self.last_value is None else self.last_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +111,12 @@ async def usage_buckets(
         limit,
     )
     return [UsageBucket(r["bucket"], _totals(r)) for r in rows]
+
+
+async def folded_event_count(conn: Conn, account_id: str) -> int:
+    """How many events the fold has counted for an account, over every meter and mode."""
+    total = await conn.fetchval(
+        "SELECT coalesce(sum(event_count), 0) FROM rollups_minute WHERE account_id = $1",
+        account_id,
+    )
+    return int(total)

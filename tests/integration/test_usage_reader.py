@@ -10,14 +10,8 @@ import asyncpg
 import pytest
 
 from meterflow.meters import Formula
-from meterflow.usage.reader import (
-    UsageBucket,
-    UsageSpan,
-    UsageTotals,
-    usage_buckets,
-    usage_total,
-    usage_totals,
-)
+from meterflow.usage.keys import UsageSpan, UsageTotals
+from meterflow.usage.reader import UsageBucket, usage_buckets, usage_total, usage_totals
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ from aggregator.alerts.periods import (
     END_OF_TIME_S,
     Candidate,
     TouchedUsage,
-    Usage,
     Watch,
     candidates,
     collapse,
@@ -24,6 +23,7 @@ from aggregator.alerts.periods import (
 from meterflow.alerts import Alert, Recurrence
 from meterflow.meters import Formula
 from meterflow.records.usage_changes import UsageChange
+from meterflow.usage.keys import UsageTotals as Usage
 
 
 def ts(text: str) -> int:

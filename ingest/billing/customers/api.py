@@ -10,7 +10,7 @@ from ingest.billing.customers.store import CustomerFields, CustomerStore, delete
 from ingest.edge.auth import Principal
 from ingest.edge.errors import ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, list_object, page_request
 from ingest.edge.object_params import parse_metadata_change, take_unset
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
@@ -94,16 +94,5 @@ class CustomersApi:
         params.no_expansion()
         params.finish()
         page = await self._store.page(who, request_page, email=email)
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise missing_customer(cursor_id, param)
-        customers, has_more = page
-        return json_response(
-            {
-                "object": "list",
-                "data": [c.to_stripe() for c in customers],
-                "has_more": has_more,
-                "url": BASE,
-            }
-        )
+        customers, has_more = found_page(page, request_page, missing_customer)
+        return json_response(list_object([c.to_stripe() for c in customers], has_more, BASE))

@@ -19,7 +19,7 @@ from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from meterflow.billing.periods import usage_window
-from meterflow.usage.reader import UsageSpan
+from meterflow.usage.keys import UsageSpan
 
 
 class InvoicesApi:

@@ -9,7 +9,8 @@ import asyncpg
 
 from ingest.edge.auth import Principal
 from meterflow.meters import Formula
-from meterflow.usage.reader import UsageSpan, UsageTotals, usage_totals
+from meterflow.usage.keys import UsageSpan, UsageTotals
+from meterflow.usage.reader import usage_totals
 
 
 class PreviewStore:

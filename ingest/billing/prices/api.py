@@ -18,7 +18,7 @@ from ingest.billing.products.api import missing_product
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, list_object, page_request
 from ingest.edge.object_params import take_boolean
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
@@ -125,18 +125,9 @@ class PricesApi:
         expand = expands_tiers(params)
         params.finish()
         page = await self._store.page(who, request_page, filters)
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise missing_price(cursor_id, param)
-        prices, has_more = page
+        prices, has_more = found_page(page, request_page, missing_price)
         return json_response(
-            {
-                "object": "list",
-                "data": [p.to_stripe(expand_tiers=expand) for p in prices],
-                "has_more": has_more,
-                "url": BASE,
-            }
+            list_object([p.to_stripe(expand_tiers=expand) for p in prices], has_more, BASE)
         )
 
     async def _found(self, who: Principal, price_id: str) -> Price:

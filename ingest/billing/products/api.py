@@ -10,7 +10,7 @@ from ingest.billing.products.store import MAX_NAME, ProductFields, ProductStore
 from ingest.edge.auth import Principal
 from ingest.edge.errors import ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, list_object, page_request
 from ingest.edge.object_params import parse_metadata_change, take_boolean, take_unset
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
@@ -85,16 +85,5 @@ class ProductsApi:
         params.no_expansion()
         params.finish()
         page = await self._store.page(who, request_page, active=active)
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise missing_product(cursor_id, param)
-        products, has_more = page
-        return json_response(
-            {
-                "object": "list",
-                "data": [p.to_stripe() for p in products],
-                "has_more": has_more,
-                "url": BASE,
-            }
-        )
+        products, has_more = found_page(page, request_page, missing_product)
+        return json_response(list_object([p.to_stripe() for p in products], has_more, BASE))

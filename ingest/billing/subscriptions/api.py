@@ -24,7 +24,7 @@ from ingest.billing.subscriptions.store import (
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, page_request
 from ingest.edge.object_params import take_boolean
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
@@ -222,11 +222,7 @@ class SubscriptionsApi:
             # Stripe: without a status, every subscription that is not canceled.
             status=cast(StatusFilter, status or "not_canceled"),
         )
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise missing_subscription(cursor_id, param)
-        subscriptions, has_more = page
+        subscriptions, has_more = found_page(page, request_page, missing_subscription)
         now_s = self._now()
         return json_response(
             {
