@@ -12,10 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import orjson
-
-from meterflow.apikeys import random_token
-
 Recurrence = Literal["one_time", "daily", "monthly"]
 AlertStatus = Literal["active", "inactive", "archived"]
 RECURRENCES: tuple[Recurrence, ...] = ("one_time", "daily", "monthly")
@@ -108,11 +104,6 @@ def alert_object(
     return body
 
 
-def new_v1_event_id() -> str:
-    """``evt_…`` as Stripe names v1 events (no mode in the id, unlike v2 ``evt_test_…``)."""
-    return f"evt_{random_token(24)}"
-
-
 def alert_triggered_event(
     *, event_id: str, alert: Alert, customer: str, value: int, created: int
 ) -> dict[str, Any]:
@@ -140,13 +131,3 @@ def alert_triggered_event(
         "request": {"id": None, "idempotency_key": None},
         "type": TRIGGERED_TYPE,
     }
-
-
-def v1_event_key(account_id: str, livemode: bool) -> bytes:
-    """The events topic's record key: one account's events stay in order on one partition."""
-    return f"{account_id}:{'live' if livemode else 'test'}".encode()
-
-
-def encode_v1_event(event: Mapping[str, Any]) -> bytes:
-    """The events topic's record value: the event object as JSON."""
-    return orjson.dumps(event)

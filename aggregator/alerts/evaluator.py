@@ -27,7 +27,6 @@ from aggregator.alerts.store import (
     watching_alerts,
 )
 from aggregator.alerts.v1_events import V1EventPublisher
-from meterflow.alerts import encode_v1_event
 from meterflow.errors import ConfigurationError
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
 from meterflow.kafka.offsets import advance_offsets, fence_offsets, spans_of
@@ -38,6 +37,7 @@ from meterflow.records.usage_changes import UsageChange, decode_usage_change
 from meterflow.settings import Settings
 from meterflow.usage.keys import UsageKey
 from meterflow.usage.reader import usage_totals
+from meterflow.v1_events import encode_v1_event
 
 log = logging.getLogger("meterflow.alerts")
 

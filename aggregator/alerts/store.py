@@ -12,21 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
-
 from aggregator.alerts.periods import Firing, FiringKey, Watch
-from aggregator.webhooks.policy import OutgoingEvent
-from aggregator.webhooks.store import enqueue_deliveries
-from meterflow.alerts import (
-    ALERT_COLUMNS,
-    TRIGGERED_TYPE,
-    alert_from_row,
-    alert_triggered_event,
-    new_v1_event_id,
-)
+from meterflow.alerts import ALERT_COLUMNS, alert_from_row, alert_triggered_event
 from meterflow.meters import Formula
+from meterflow.store.notifications import NewV1Event, record_v1_events
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey
+from meterflow.v1_events import new_v1_event_id
 
 _ALERT_FIELDS = ", ".join(f"a.{column.strip()}" for column in ALERT_COLUMNS.split(","))
 
@@ -141,26 +133,9 @@ async def record_firings(
         recorded.append(RecordedFiring(firing, event, alert.account_id, alert.livemode))
     if not recorded:
         return []
-    bodies = [orjson.dumps(r.event).decode() for r in recorded]
-    await conn.execute(
-        """INSERT INTO v1_events (id, account_id, livemode, type, created, body)
-           SELECT id, account_id, livemode, $4, $5, body::json
-           FROM unnest($1::text[], $2::text[], $3::bool[], $6::text[])
-                AS e(id, account_id, livemode, body)""",
-        [r.event_id for r in recorded],
-        [r.account_id for r in recorded],
-        [r.livemode for r in recorded],
-        TRIGGERED_TYPE,
-        created_s,
-        bodies,
-    )
-    # v1 snapshot events are delivered whole, exactly as stored and listed.
-    await enqueue_deliveries(
+    await record_v1_events(
         conn,
-        [
-            OutgoingEvent(r.account_id, r.livemode, r.event_id, TRIGGERED_TYPE, body)
-            for r, body in zip(recorded, bodies, strict=True)
-        ],
+        [NewV1Event(r.account_id, r.livemode, r.event) for r in recorded],
         now_ms=now_ms,
     )
     return recorded

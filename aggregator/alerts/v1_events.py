@@ -18,9 +18,9 @@ import asyncpg
 
 from aggregator.alerts.metrics import AlertMetrics
 from aggregator.alerts.store import StoredEvent, mark_published, unpublished_events
-from meterflow.alerts import v1_event_key
 from meterflow.kafka.consumer import DATABASE_ERRORS
 from meterflow.kafka.producer import Producer, PublishFailed, produce_all
+from meterflow.v1_events import v1_event_key
 
 log = logging.getLogger("meterflow.alerts")
 

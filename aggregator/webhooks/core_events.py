@@ -9,10 +9,9 @@ from typing import Any
 
 import orjson
 
-from aggregator.webhooks.policy import OutgoingEvent
-from aggregator.webhooks.store import enqueue_deliveries
 from meterflow.apikeys import random_token
 from meterflow.rules.events import format_rfc3339
+from meterflow.store.notifications import OutgoingEvent, enqueue_deliveries
 from meterflow.store.pg import Conn
 
 OBJECT = "v2.core.event"

@@ -18,17 +18,6 @@ ALL_EVENTS = "*"
 SIGNATURE_HEADER = "Stripe-Signature"
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingEvent:
-    """An event to announce to the account's endpoints; ``body`` is sent (and signed) verbatim."""
-
-    account_id: str
-    livemode: bool
-    event_id: str
-    event_type: str
-    body: str
-
-
 def signature_header(secret: str, body: bytes, timestamp_s: int) -> str:
     """The ``Stripe-Signature`` value for ``body`` sent at ``timestamp_s``."""
     signed = f"{timestamp_s}.".encode() + body

@@ -11,40 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aggregator.webhooks.policy import AttemptResult, DueDelivery, NextState, OutgoingEvent
+from aggregator.webhooks.policy import AttemptResult, DueDelivery, NextState
 from meterflow.store.pg import Conn
 
 _STATUS = {"succeeded": "succeeded", "failed": "failed", "retrying": "pending"}
-
-
-async def enqueue_deliveries(conn: Conn, events: Sequence[OutgoingEvent], now_ms: int) -> int:
-    """Queue each event for every enabled endpoint of its account and mode that listens to its
-    type; return how many deliveries were queued.
-
-    Call it in the transaction that creates the events: an event then exists with all of its
-    deliveries or not at all. Queuing the same event twice is harmless.
-    """
-    if not events:
-        return 0
-    status = await conn.execute(
-        """INSERT INTO webhook_deliveries
-               (endpoint_id, event_id, event_type, body, next_attempt_ms, created_ms)
-           SELECT e.id, ev.event_id, ev.event_type, ev.body, $6, $6
-           FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[])
-                AS ev(account_id, livemode, event_id, event_type, body)
-           JOIN webhook_endpoints e
-             ON e.account_id = ev.account_id AND e.livemode = ev.livemode
-           WHERE e.status = 'enabled' AND e.enabled_events && ARRAY['*', ev.event_type]
-           ORDER BY e.seq
-           ON CONFLICT (endpoint_id, event_id) DO NOTHING""",
-        [e.account_id for e in events],
-        [e.livemode for e in events],
-        [e.event_id for e in events],
-        [e.event_type for e in events],
-        [e.body for e in events],
-        now_ms,
-    )
-    return int(status.rpartition(" ")[2])
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from ingest.billing.events import BILLING_EVENT_TYPES
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
@@ -40,6 +41,7 @@ EVENT_TYPES = frozenset(
         "billing.alert.triggered",
         "v1.billing.meter.error_report_triggered",
         "v1.billing.meter.no_meter_found",
+        *BILLING_EVENT_TYPES,
     }
 )
 MAX_URL = 2048

@@ -18,10 +18,11 @@ from aggregator.alerts.metrics import AlertMetrics
 from aggregator.alerts.periods import period_of
 from aggregator.alerts.store import StoredEvent
 from aggregator.alerts.v1_events import V1EventPublisher
-from meterflow.alerts import TRIGGERED_TYPE, Alert, v1_event_key
+from meterflow.alerts import TRIGGERED_TYPE, Alert
 from meterflow.kafka.producer import idempotent_producer
 from meterflow.kafka.topics import V1_EVENTS_PARTITIONS, v1_events_topic
 from meterflow.settings import Settings
+from meterflow.v1_events import v1_event_key
 from tests.conftest import AccountFactory
 from tests.fixtures.alerts import (
     PipelineProbe,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -344,3 +345,53 @@ async def test_the_alpaca_walkthrough_previews_the_exact_amount_from_live_usage(
     assert (lines[per_call["id"]]["quantity"], lines[per_call["id"]]["amount"]) == (3, 1)
     assert preview["subtotal"] == preview["total"] == 53
     assert preview["parent"]["subscription_details"]["subscription"] == subscriptions[0]["id"]
+
+
+async def test_billing_objects_announce_v1_events_and_queue_their_webhooks(
+    http: httpx.AsyncClient, make_account: AccountFactory, database_url: str
+) -> None:
+    key = (await make_account()).secret_key
+    await _post(
+        http,
+        key,
+        "/v1/webhook_endpoints",
+        {"url": "https://example.com/hook", "enabled_events[0]": "customer.created"},
+    )
+    customer = await _post(http, key, "/v1/customers", {"name": "A", "metadata[k]": "v"})
+    await _post(http, key, f"/v1/customers/{customer['id']}", {"name": "B"})
+    await _post(http, key, f"/v1/customers/{customer['id']}", {"name": "B"})  # no change
+    deleted = await http.delete(f"/v1/customers/{customer['id']}", headers=_auth(key))
+    assert deleted.status_code == 200
+    price = await _post(
+        http,
+        key,
+        "/v1/prices",
+        {"currency": "usd", "unit_amount": "100", "recurring[interval]": "month",
+         "product_data[name]": "Seats"},
+    )  # fmt: skip
+    await _post(http, key, f"/v1/prices/{price['id']}", {"nickname": "seats"})
+
+    listed = (await _get(http, key, "/v1/events", limit="20"))["data"]
+    assert [e["type"] for e in listed] == [
+        "price.updated",
+        "price.created",
+        "product.created",
+        "customer.deleted",
+        "customer.updated",
+        "customer.created",
+    ]
+    by_type = {e["type"]: e for e in listed}
+    assert by_type["customer.created"]["data"]["object"]["name"] == "A"
+    updated = by_type["customer.updated"]["data"]
+    assert (updated["object"]["name"], updated["previous_attributes"]) == ("B", {"name": "A"})
+    assert by_type["price.updated"]["data"]["previous_attributes"] == {"nickname": None}
+    assert "previous_attributes" not in by_type["customer.created"]["data"]
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        queued = await conn.fetch("SELECT event_type, event_id FROM webhook_deliveries")
+    finally:
+        await conn.close()
+    assert [(r["event_type"], r["event_id"]) for r in queued] == [
+        ("customer.created", by_type["customer.created"]["id"])
+    ]

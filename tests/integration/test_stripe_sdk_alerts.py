@@ -13,12 +13,8 @@ import orjson
 import pytest
 import stripe
 
-from meterflow.alerts import (
-    ALERT_COLUMNS,
-    alert_from_row,
-    alert_triggered_event,
-    new_v1_event_id,
-)
+from meterflow.alerts import ALERT_COLUMNS, alert_from_row, alert_triggered_event
+from meterflow.v1_events import new_v1_event_id
 from tests.conftest import AccountFactory
 from tests.fixtures.node_sdk import needs_node, run_node_script
 

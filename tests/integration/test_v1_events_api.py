@@ -12,12 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from meterflow.alerts import (
-    ALERT_COLUMNS,
-    alert_from_row,
-    alert_triggered_event,
-    new_v1_event_id,
-)
+from meterflow.alerts import ALERT_COLUMNS, alert_from_row, alert_triggered_event
+from meterflow.v1_events import new_v1_event_id
 from tests.conftest import AccountFactory
 from tests.fixtures.meter_events_http import auth, create_meter, v1_error
 

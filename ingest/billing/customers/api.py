@@ -74,7 +74,7 @@ class CustomersApi:
     async def update(self, request: Request, who: Principal) -> Response:
         customer_id = request.path_params["id"]
         changes = parse_customer_fields(dict(request.params()))
-        customer = await self._store.update(who, customer_id, changes)
+        customer = await self._store.update(who, customer_id, changes, int(self._clock()))
         if customer is None:
             raise missing_customer(customer_id)
         return json_response(customer.to_stripe())
@@ -83,7 +83,7 @@ class CustomersApi:
         params = Params(request.params())
         params.finish()
         customer_id = request.path_params["id"]
-        if not await self._store.delete(who, customer_id):
+        if not await self._store.delete(who, customer_id, int(self._clock())):
             raise missing_customer(customer_id)
         return json_response(deleted_customer(customer_id))
 

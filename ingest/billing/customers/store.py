@@ -8,10 +8,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ingest.billing.events import announce
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from ingest.edge.object_params import MetadataChange
 from meterflow.ids import object_id
+from meterflow.store.pg import Conn
 
 _COLUMNS = (
     "seq, id, livemode, name, email, description, metadata::text AS metadata, created, deleted"
@@ -86,26 +88,41 @@ def _customer(row: asyncpg.Record) -> Customer:
     return Customer(**values)
 
 
+async def _locked(conn: Conn, who: Principal, customer_id: str) -> Customer | None:
+    """The customer (not deleted), locked until the transaction ends."""
+    row = await conn.fetchrow(
+        f"""SELECT {_COLUMNS} FROM customers
+            WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted FOR UPDATE""",
+        customer_id,
+        who.account_id,
+        who.livemode,
+    )
+    return None if row is None else _customer(row)
+
+
 class CustomerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def create(self, who: Principal, new: CustomerFields, now_s: int) -> Customer:
-        row = await self._pool.fetchrow(
-            f"""INSERT INTO customers (id, account_id, livemode, name, email, description,
-                    metadata, created)
-                VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING {_COLUMNS}""",
-            object_id("cus"),
-            who.account_id,
-            who.livemode,
-            new.name,
-            new.email,
-            new.description,
-            orjson.dumps(new.metadata.set).decode(),
-            now_s,
-        )
-        assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
-        return _customer(row)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""INSERT INTO customers (id, account_id, livemode, name, email, description,
+                        metadata, created)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING {_COLUMNS}""",
+                object_id("cus"),
+                who.account_id,
+                who.livemode,
+                new.name,
+                new.email,
+                new.description,
+                orjson.dumps(new.metadata.set).decode(),
+                now_s,
+            )
+            assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
+            customer = _customer(row)
+            await announce(conn, who, "customer.created", customer.to_stripe(), now_s)
+        return customer
 
     async def get(self, who: Principal, customer_id: str) -> Customer | None:
         """The customer, deleted or not (a deleted one answers with its deleted shape)."""
@@ -118,42 +135,51 @@ class CustomerStore:
         return None if row is None else _customer(row)
 
     async def update(
-        self, who: Principal, customer_id: str, changes: CustomerFields
+        self, who: Principal, customer_id: str, changes: CustomerFields, now_s: int
     ) -> Customer | None:
         """Apply ``changes`` to a customer that is not deleted; None if there is none."""
-        row = await self._pool.fetchrow(
-            f"""UPDATE customers SET
-                    name = CASE WHEN 'name' = ANY($4::text[]) THEN NULL
-                                ELSE coalesce($5, name) END,
-                    email = CASE WHEN 'email' = ANY($4::text[]) THEN NULL
-                                 ELSE coalesce($6, email) END,
-                    description = CASE WHEN 'description' = ANY($4::text[]) THEN NULL
-                                       ELSE coalesce($7, description) END,
-                    metadata = (metadata || $8::jsonb) - $9::text[]
-                WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted
-                RETURNING {_COLUMNS}""",
-            customer_id,
-            who.account_id,
-            who.livemode,
-            list(changes.unset),
-            changes.name,
-            changes.email,
-            changes.description,
-            orjson.dumps(changes.metadata.set).decode(),
-            changes.metadata.unset,
-        )
-        return None if row is None else _customer(row)
+        async with self._pool.acquire() as conn, conn.transaction():
+            before = await _locked(conn, who, customer_id)
+            if before is None:
+                return None
+            row = await conn.fetchrow(
+                f"""UPDATE customers SET
+                        name = CASE WHEN 'name' = ANY($4::text[]) THEN NULL
+                                    ELSE coalesce($5, name) END,
+                        email = CASE WHEN 'email' = ANY($4::text[]) THEN NULL
+                                     ELSE coalesce($6, email) END,
+                        description = CASE WHEN 'description' = ANY($4::text[]) THEN NULL
+                                           ELSE coalesce($7, description) END,
+                        metadata = (metadata || $8::jsonb) - $9::text[]
+                    WHERE id = $1 AND account_id = $2 AND livemode = $3
+                    RETURNING {_COLUMNS}""",
+                customer_id,
+                who.account_id,
+                who.livemode,
+                list(changes.unset),
+                changes.name,
+                changes.email,
+                changes.description,
+                orjson.dumps(changes.metadata.set).decode(),
+                changes.metadata.unset,
+            )
+            assert row is not None  # noqa: S101 - locked above
+            customer = _customer(row)
+            await announce(
+                conn, who, "customer.updated", customer.to_stripe(), now_s,
+                before=before.to_stripe(),
+            )  # fmt: skip
+        return customer
 
-    async def delete(self, who: Principal, customer_id: str) -> bool:
+    async def delete(self, who: Principal, customer_id: str, now_s: int) -> bool:
         """Mark the customer deleted; False if there is no such customer (or it was deleted)."""
-        status = await self._pool.execute(
-            """UPDATE customers SET deleted = true
-               WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted""",
-            customer_id,
-            who.account_id,
-            who.livemode,
-        )
-        return status != "UPDATE 0"
+        async with self._pool.acquire() as conn, conn.transaction():
+            before = await _locked(conn, who, customer_id)
+            if before is None:
+                return False
+            await conn.execute("UPDATE customers SET deleted = true WHERE id = $1", customer_id)
+            await announce(conn, who, "customer.deleted", before.to_stripe(), now_s)
+        return True
 
     async def page(
         self, who: Principal, page: PageRequest, *, email: str | None

@@ -94,7 +94,7 @@ class PricesApi:
         price_id = request.path_params["id"]
         changes = parse_price_changes(dict(request.params()))
         try:
-            price = await self._store.update(who, price_id, changes)
+            price = await self._store.update(who, price_id, changes, int(self._clock()))
         except LookupKeyTaken as exc:
             raise _lookup_key_taken(changes.lookup_key) from exc
         if price is None:

@@ -10,6 +10,7 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
+from ingest.billing.events import announce
 from ingest.billing.prices.params import NewPrice, PriceChanges, PriceType, Recurring, UsageType
 from ingest.billing.products.store import insert_product
 from ingest.edge.auth import Principal
@@ -238,8 +239,10 @@ class PriceStore:
                 if exc.constraint_name == "prices_lookup_key":
                     raise LookupKeyTaken(new.lookup_key) from exc
                 raise
-        assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
-        return price_from_row(row)
+            assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
+            price = price_from_row(row)
+            await announce(conn, who, "price.created", price.to_stripe(), now_s)
+        return price
 
     async def get(self, who: Principal, price_id: str) -> Price | None:
         row = await self._pool.fetchrow(
@@ -250,31 +253,47 @@ class PriceStore:
         )
         return None if row is None else price_from_row(row)
 
-    async def update(self, who: Principal, price_id: str, changes: PriceChanges) -> Price | None:
-        try:
-            row = await self._pool.fetchrow(
-                f"""UPDATE prices SET
-                        active = coalesce($4, active),
-                        nickname = CASE WHEN $5 THEN NULL ELSE coalesce($6, nickname) END,
-                        lookup_key = CASE WHEN $7 THEN NULL ELSE coalesce($8, lookup_key) END,
-                        metadata = (metadata || $9::jsonb) - $10::text[]
-                    WHERE id = $1 AND account_id = $2 AND livemode = $3 RETURNING {_COLUMNS}""",
+    async def update(
+        self, who: Principal, price_id: str, changes: PriceChanges, now_s: int
+    ) -> Price | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchrow(
+                f"""SELECT {_COLUMNS} FROM prices
+                    WHERE id = $1 AND account_id = $2 AND livemode = $3 FOR UPDATE""",
                 price_id,
                 who.account_id,
                 who.livemode,
-                changes.active,
-                changes.unset_nickname,
-                changes.nickname,
-                changes.unset_lookup_key,
-                changes.lookup_key,
-                orjson.dumps(changes.metadata.set).decode(),
-                changes.metadata.unset,
             )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "prices_lookup_key":
-                raise LookupKeyTaken(changes.lookup_key) from exc
-            raise
-        return None if row is None else price_from_row(row)
+            if locked is None:
+                return None
+            try:
+                row = await conn.fetchrow(
+                    f"""UPDATE prices SET
+                            active = coalesce($2, active),
+                            nickname = CASE WHEN $3 THEN NULL ELSE coalesce($4, nickname) END,
+                            lookup_key = CASE WHEN $5 THEN NULL ELSE coalesce($6, lookup_key) END,
+                            metadata = (metadata || $7::jsonb) - $8::text[]
+                        WHERE id = $1 RETURNING {_COLUMNS}""",
+                    price_id,
+                    changes.active,
+                    changes.unset_nickname,
+                    changes.nickname,
+                    changes.unset_lookup_key,
+                    changes.lookup_key,
+                    orjson.dumps(changes.metadata.set).decode(),
+                    changes.metadata.unset,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "prices_lookup_key":
+                    raise LookupKeyTaken(changes.lookup_key) from exc
+                raise
+            assert row is not None  # noqa: S101 - locked above
+            price = price_from_row(row)
+            await announce(
+                conn, who, "price.updated", price.to_stripe(), now_s,
+                before=price_from_row(locked).to_stripe(),
+            )  # fmt: skip
+        return price
 
     async def page(
         self, who: Principal, page: PageRequest, filters: PriceFilters

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ingest.billing.events import announce
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from ingest.edge.object_params import MetadataChange
@@ -87,7 +88,9 @@ async def insert_product(conn: Conn, who: Principal, new: ProductFields, now_s: 
         now_s,
     )
     assert row is not None  # noqa: S101 - INSERT … RETURNING always yields the row
-    return _product(row)
+    product = _product(row)
+    await announce(conn, who, "product.created", product.to_stripe(), now_s)
+    return product
 
 
 class ProductStore:
@@ -95,7 +98,7 @@ class ProductStore:
         self._pool = pool
 
     async def create(self, who: Principal, new: ProductFields, now_s: int) -> Product:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             return await insert_product(conn, who, new, now_s)
 
     async def get(self, who: Principal, product_id: str) -> Product | None:
@@ -110,26 +113,40 @@ class ProductStore:
     async def update(
         self, who: Principal, product_id: str, changes: ProductFields, now_s: int
     ) -> Product | None:
-        row = await self._pool.fetchrow(
-            f"""UPDATE products SET
-                    name = coalesce($4, name),
-                    active = coalesce($5, active),
-                    description = CASE WHEN $6 THEN NULL ELSE coalesce($7, description) END,
-                    metadata = (metadata || $8::jsonb) - $9::text[],
-                    updated = $10
-                WHERE id = $1 AND account_id = $2 AND livemode = $3 RETURNING {_COLUMNS}""",
-            product_id,
-            who.account_id,
-            who.livemode,
-            changes.name,
-            changes.active,
-            changes.unset_description,
-            changes.description,
-            orjson.dumps(changes.metadata.set).decode(),
-            changes.metadata.unset,
-            now_s,
-        )
-        return None if row is None else _product(row)
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchrow(
+                f"""SELECT {_COLUMNS} FROM products
+                    WHERE id = $1 AND account_id = $2 AND livemode = $3 FOR UPDATE""",
+                product_id,
+                who.account_id,
+                who.livemode,
+            )
+            if locked is None:
+                return None
+            row = await conn.fetchrow(
+                f"""UPDATE products SET
+                        name = coalesce($2, name),
+                        active = coalesce($3, active),
+                        description = CASE WHEN $4 THEN NULL ELSE coalesce($5, description) END,
+                        metadata = (metadata || $6::jsonb) - $7::text[],
+                        updated = $8
+                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                product_id,
+                changes.name,
+                changes.active,
+                changes.unset_description,
+                changes.description,
+                orjson.dumps(changes.metadata.set).decode(),
+                changes.metadata.unset,
+                now_s,
+            )
+            assert row is not None  # noqa: S101 - locked above
+            product = _product(row)
+            before = _product(locked).to_stripe()
+            # A change of nothing but `updated` is no change.
+            before["updated"] = product.updated
+            await announce(conn, who, "product.updated", product.to_stripe(), now_s, before=before)
+        return product
 
     async def page(
         self, who: Principal, page: PageRequest, *, active: bool | None

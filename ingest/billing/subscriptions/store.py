@@ -9,6 +9,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
+from ingest.billing.events import announce
 from ingest.billing.prices.store import Price, price_from_row
 from ingest.billing.subscriptions.params import Thresholds
 from ingest.edge.auth import Principal
@@ -252,11 +253,16 @@ class SubscriptionStore:
                 now_s,
             )
             await _insert_items(conn, who, subscription_id, items, now_s)
+            created = await self._one(conn, who, subscription_id)
+            assert created is not None  # noqa: S101 - inserted above
+            await announce(
+                conn, who, "customer.subscription.created", created.to_stripe(now_s), now_s
+            )
         return subscription_id
 
     async def get(self, who: Principal, subscription_id: str) -> Subscription | None:
-        found = await self._load(who, "s.id = $3", [subscription_id], limit=1)
-        return found[0] if found else None
+        async with self._pool.acquire() as conn:
+            return await self._one(conn, who, subscription_id)
 
     async def update(
         self,
@@ -271,6 +277,8 @@ class SubscriptionStore:
         now_s: int,
     ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
+            before = await self._one(conn, who, subscription_id, lock=True)
+            assert before is not None  # noqa: S101 - the caller found it
             await conn.execute(
                 """UPDATE subscriptions SET
                        cancel_at_period_end = coalesce($4, cancel_at_period_end),
@@ -301,17 +309,33 @@ class SubscriptionStore:
                     list(quantities.values()),
                 )
             await _insert_items(conn, who, subscription_id, add, now_s)
+            after = await self._one(conn, who, subscription_id)
+            assert after is not None  # noqa: S101 - locked above
+            await announce(
+                conn, who, "customer.subscription.updated", after.to_stripe(now_s), now_s,
+                before=before.to_stripe(now_s),
+            )  # fmt: skip
 
     async def cancel(self, who: Principal, subscription_id: str, now_s: int) -> bool:
-        status = await self._pool.execute(
-            """UPDATE subscriptions SET status = 'canceled', canceled_at = $4, ended_at = $4
-               WHERE id = $1 AND account_id = $2 AND livemode = $3 AND status <> 'canceled'""",
-            subscription_id,
-            who.account_id,
-            who.livemode,
-            now_s,
-        )
-        return status != "UPDATE 0"
+        """Cancel now; False if it was canceled already."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """UPDATE subscriptions SET status = 'canceled', canceled_at = $4, ended_at = $4
+                   WHERE id = $1 AND account_id = $2 AND livemode = $3
+                     AND status <> 'canceled'""",
+                subscription_id,
+                who.account_id,
+                who.livemode,
+                now_s,
+            )
+            if status == "UPDATE 0":
+                return False
+            canceled = await self._one(conn, who, subscription_id)
+            assert canceled is not None  # noqa: S101 - updated above
+            await announce(
+                conn, who, "customer.subscription.deleted", canceled.to_stripe(now_s), now_s
+            )
+        return True
 
     async def page(
         self,
@@ -352,13 +376,15 @@ class SubscriptionStore:
                 "EXISTS (SELECT 1 FROM subscription_items i WHERE i.subscription_id = s.id "
                 f"AND NOT i.deleted AND i.price_id = {arg(price)})"
             )
-        found = await self._load(
-            who,
-            " AND ".join(conditions) or "true",
-            args,
-            limit=page.limit + 1,
-            oldest_first=page.ending_before is not None,
-        )
+        async with self._pool.acquire() as conn:
+            found = await self._load(
+                conn,
+                who,
+                " AND ".join(conditions) or "true",
+                args,
+                limit=page.limit + 1,
+                oldest_first=page.ending_before is not None,
+            )
         has_more = len(found) > page.limit
         found = found[: page.limit]
         if page.ending_before is not None:
@@ -378,8 +404,21 @@ class SubscriptionStore:
         subscription = await self.get(who, subscription_id)
         return None if subscription is None else (subscription, item_id)
 
+    async def _one(
+        self, conn: Conn, who: Principal, subscription_id: str, *, lock: bool = False
+    ) -> Subscription | None:
+        """One subscription with its items (``lock``: its row locked until the transaction
+        ends)."""
+        if lock:
+            await conn.execute(
+                "SELECT 1 FROM subscriptions WHERE id = $1 FOR UPDATE", subscription_id
+            )
+        found = await self._load(conn, who, "s.id = $3", [subscription_id], limit=1)
+        return found[0] if found else None
+
     async def _load(
         self,
+        conn: Conn,
         who: Principal,
         condition: str,
         args: Sequence[object],
@@ -389,7 +428,7 @@ class SubscriptionStore:
     ) -> list[Subscription]:
         """Subscriptions matching ``condition`` (``$3``… are ``args``) with their items, in one
         query for the subscriptions and one for their items."""
-        rows = await self._pool.fetch(
+        rows = await conn.fetch(
             f"""SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s
                 WHERE s.account_id = $1 AND s.livemode = $2 AND {condition}
                 ORDER BY s.seq {"ASC" if oldest_first else "DESC"} LIMIT {int(limit)}""",
@@ -399,7 +438,7 @@ class SubscriptionStore:
         )
         if not rows:
             return []
-        item_rows = await self._pool.fetch(
+        item_rows = await conn.fetch(
             f"""SELECT i.id AS item_id, i.subscription_id, i.quantity,
                        i.metadata::text AS item_metadata, i.created AS item_created,
                        {_PRICE_COLUMNS}
