@@ -36,6 +36,7 @@ from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records
 from loadtest.bench.freshness import measure_freshness
 from loadtest.bench.machine import load_average, machine_info
 from loadtest.bench.plots import plot_run
+from loadtest.bench.preview_latency import measure_previews
 from loadtest.bench.processes import mib, peak_rss_kib, peak_rss_tree_kib
 from loadtest.bench.stack import BenchStack, bench_stack
 from loadtest.bench.tables import benchmarks_markdown, result_rows
@@ -82,6 +83,7 @@ class SuitePlan:
     alert_probers: int = 4
     alert_probe_interval_s: float = 0.2
     alert_background_rate: float = 20_000.0
+    preview_s: float = 25.0
     fold_events: int = 200_000
     fold_deadline_s: float = 120.0
     kafka_records: int = 100_000
@@ -96,7 +98,7 @@ class SuitePlan:
     verify_timeout_s: float = 90.0
 
 
-PHASES = ("noop", "v2", "v1", "stream", "ceilings", "fold", "freshness", "alerts")
+PHASES = ("noop", "v2", "v1", "stream", "ceilings", "fold", "freshness", "alerts", "preview")
 
 QUICK = SuitePlan(
     noop_s=3.0,
@@ -110,6 +112,7 @@ QUICK = SuitePlan(
     alert_s=4.0,
     alert_probes=20,
     alert_background_rate=2_000.0,
+    preview_s=4.0,
     fold_events=10_000,
     kafka_records=10_000,
     kafka_s=3.0,
@@ -140,6 +143,7 @@ class Suite:
             "fold": self._folds,
             "freshness": self._freshness,
             "alerts": self._alerts,
+            "preview": self._previews,
         }
         for name, step in steps.items():
             if not only or name in only:
@@ -323,6 +327,32 @@ class Suite:
             ),
         )
         self.phases["alerts"] = {**probed, "background": loaded.report}
+
+    async def _previews(self) -> None:
+        plan = self._plan
+        say(
+            f"invoice previews for {plan.preview_s:.0f} s under "
+            f"{plan.alert_background_rate:,.0f} events/s of stream load"
+        )
+        (account,) = await create_accounts(self._stack.database_url, 1, new_run_id())
+        background_setup = await self._setup(
+            plan.accounts, meter_shapes(LOAD_METERS), plan.customers
+        )
+        background = self._config(
+            "stream",
+            plan.preview_s + 2.0,
+            rate=plan.alert_background_rate,
+            connections=plan.stream_connections,
+            batch_size=REQUEST_EVENTS,
+            track_totals=False,
+        )
+        loaded, measured = await asyncio.gather(
+            run_load(background, background_setup, label="preview background"),
+            measure_previews(
+                self._stack.base_url, self._stack.database_url, account, plan.preview_s
+            ),
+        )
+        self.phases["preview"] = {**measured, "background": loaded.report}
 
     def peak_rss(self) -> dict[str, float | None]:
         stack = self._stack

@@ -132,6 +132,8 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
         )
     if "alerts" in phases:
         rows.append(_alert_row(phases["alerts"]))
+    if "preview" in phases:
+        rows.extend(_preview_rows(phases["preview"]))
     return rows
 
 
@@ -148,6 +150,40 @@ def _alert_row(phase: dict[str, Any]) -> Row:
     )
     latency = f"{a['p50']:.0f} / {a['p95']:.0f} / {a['p99']:.0f} ms (max {a['max']:.0f})"
     return (name, result, latency, "-", "-")
+
+
+def _preview_rows(phase: dict[str, Any]) -> list[Row]:
+    background = phase.get("background", {})
+    load = (
+        f"under {_n(background.get('accepted_events_per_s'))} events/s of stream background "
+        f"load (target {_n(background.get('target_rate'))})"
+    )
+    rows: list[Row] = []
+    month, day = phase["latency_ms"]["month"], phase["latency_ms"]["day"]
+    for name, days in (("month", 27), ("day", 1)):
+        a = phase["latency_ms"][name]
+        compared = name == "month" and day["p50"] > 0
+        rows.append(
+            (
+                f"Invoice preview, {phase['meters']} metered items, {days}-day period",
+                f"{phase['previews'][name]} previews, {_n(phase['events_per_meter'][name])} "
+                f"events per meter in the period, {load}",
+                f"{a['p50']:.1f} / {a['p95']:.1f} / {a['p99']:.1f} ms (max {a['max']:.1f})",
+                f"1-day period: p50 {day['p50']:.1f} ms" if compared else "-",
+                f"{month['p50'] / day['p50']:.1f}x the 1-day cost" if compared else "-",
+            )
+        )
+    f = phase["freshness_ms"]
+    rows.append(
+        (
+            "Preview freshness: event sent → included in the preview",
+            f"{phase['probes']} probes, {phase['missing']} missing, polled every 20 ms, {load}",
+            f"{f['p50']:.0f} / {f['p95']:.0f} / {f['p99']:.0f} ms (max {f['max']:.0f})",
+            "-",
+            "-",
+        )
+    )
+    return rows
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

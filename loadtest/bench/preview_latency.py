@@ -1,0 +1,195 @@
+"""Invoice preview latency and freshness, with a month of usage behind the preview.
+
+One account has five ``sum`` meters, each with a metered price, and three customers:
+
+- ``month``: a subscription started 27 days ago, whose meters hold about 1,000,000 events each
+  in the current period, 23 per minute over every minute of it (written straight into the
+  minute rollups, as the fold would have left them, so the load takes seconds);
+- ``day``: the same, started one day ago: the same rows per minute, over a 1-day period;
+- ``probe``: a fresh subscription; each freshness probe sends one event for it and polls the
+  preview until the amount includes it.
+
+Previews of ``month`` and ``day`` alternate while the caller drives background stream load; the
+ratio of their latencies shows how a preview's cost grows with the minutes in its period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+
+from loadtest.latency import LatencyHistogram
+from meterflow.store.accounts import NewAccount
+
+METERS = 5
+EVENTS_PER_MINUTE = 23  # about 1,000,000 a month
+_DAY_S = 86_400
+_PERIOD_DAYS = {"month": 27, "day": 1}
+_POLL_S = 0.02
+_PROBE_TIMEOUT_S = 10.0
+
+
+class _Api:
+    def __init__(self, base_url: str, key: str) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0
+        )
+
+    async def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        response = await self._client.post(path, data=form)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+async def _provision(api: _Api, now_s: int) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """Meters, prices, customers and subscriptions; returns (meter ids, customer by name,
+    period start by name)."""
+    meters: list[str] = []
+    prices: list[str] = []
+    for n in range(METERS):
+        meter = await api.post(
+            "/v1/billing/meters",
+            {
+                "display_name": f"preview {n}",
+                "event_name": f"preview_{n}",
+                "default_aggregation[formula]": "sum",
+            },
+        )
+        meters.append(meter["id"])
+        price = await api.post(
+            "/v1/prices",
+            {
+                "currency": "usd",
+                "unit_amount_decimal": "0.001",
+                "recurring[interval]": "month",
+                "recurring[usage_type]": "metered",
+                "recurring[meter]": meter["id"],
+                "product_data[name]": f"preview {n}",
+            },
+        )
+        prices.append(price["id"])
+    customers: dict[str, str] = {}
+    starts: dict[str, int] = {}
+    for name in ("month", "day", "probe"):
+        customers[name] = (await api.post("/v1/customers", {"name": name}))["id"]
+        start = now_s - _PERIOD_DAYS.get(name, 0) * _DAY_S
+        form = {"customer": customers[name]} | {
+            f"items[{i}][price]": p for i, p in enumerate(prices)
+        }
+        if name in _PERIOD_DAYS:
+            form["backdate_start_date"] = str(start)
+        subscription = await api.post("/v1/subscriptions", form)
+        starts[name] = subscription["items"]["data"][0]["current_period_start"]
+    return meters, customers, starts
+
+
+async def _preload(
+    database_url: str,
+    account_id: str,
+    *,
+    meters: list[str],
+    customers: dict[str, str],
+    starts: dict[str, int],
+    now_s: int,
+) -> int:
+    """Minute rollups for every minute of each backdated period; returns the rows written."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = 0
+        for name in _PERIOD_DAYS:
+            first = starts[name] - starts[name] % 60
+            status = await conn.execute(
+                """INSERT INTO rollups_minute (account_id, livemode, meter_id, customer,
+                       minute_ts, value_sum, event_count, last_value, last_received_ms,
+                       last_receipt_batch, last_receipt_index)
+                   SELECT $1, false, m, $2, t, $5::int, $5::int, 1, t * 1000, 'bench-preload', 0
+                   FROM unnest($3::text[]) AS m,
+                        generate_series($4::bigint, $6::bigint - 60, 60) AS t""",
+                account_id,
+                customers[name],
+                meters,
+                first,
+                EVENTS_PER_MINUTE,
+                now_s - now_s % 60,
+            )
+            rows += int(status.rpartition(" ")[2])
+        return rows
+    finally:
+        await conn.close()
+
+
+async def measure_previews(
+    base_url: str, database_url: str, account: NewAccount, duration_s: float
+) -> dict[str, Any]:
+    """Preview latency for a month-long and a day-long period, and preview freshness."""
+    api = _Api(base_url, account.secret_key)
+    try:
+        now_s = int(time.time())
+        meters, customers, starts = await _provision(api, now_s)
+        preloaded = await _preload(
+            database_url,
+            account.account_id,
+            meters=meters,
+            customers=customers,
+            starts=starts,
+            now_s=now_s,
+        )
+        latency = {name: LatencyHistogram() for name in _PERIOD_DAYS}
+        freshness = LatencyHistogram()
+        missing = 0
+        deadline = time.monotonic() + duration_s
+        probe = 0
+        while time.monotonic() < deadline:
+            for name in _PERIOD_DAYS:
+                started = time.perf_counter()
+                await api.post("/v1/invoices/create_preview", {"customer": customers[name]})
+                latency[name].record_s(time.perf_counter() - started)
+            if await _probe(api, customers["probe"], probe, freshness):
+                probe += 1
+            else:
+                missing += 1
+        return {
+            "meters": METERS,
+            "preloaded_minute_rows": preloaded,
+            "events_per_meter": {
+                name: (now_s - starts[name]) // 60 * EVENTS_PER_MINUTE for name in _PERIOD_DAYS
+            },
+            "latency_ms": {name: h.summary_ms() for name, h in latency.items()},
+            "previews": {name: h.count for name, h in latency.items()},
+            "freshness_ms": freshness.summary_ms(),
+            "probes": probe,
+            "missing": missing,
+        }
+    finally:
+        await api.close()
+
+
+async def _probe(api: _Api, customer: str, n: int, freshness: LatencyHistogram) -> bool:
+    """Send one event worth 1,000 units (1 cent more on the preview) and wait until the preview
+    shows it; record the time from just before sending."""
+    started = time.perf_counter()
+    await api.post(
+        "/v1/billing/meter_events",
+        {
+            "event_name": f"preview_{n % METERS}",
+            "identifier": f"preview-probe-{n}",
+            "payload[stripe_customer_id]": customer,
+            "payload[value]": "1000",
+        },
+    )
+    while time.perf_counter() - started < _PROBE_TIMEOUT_S:
+        preview = await api.post("/v1/invoices/create_preview", {"customer": customer})
+        if preview["amount_due"] >= n + 1:
+            freshness.record_s(time.perf_counter() - started)
+            return True
+        await asyncio.sleep(_POLL_S)
+    return False
