@@ -25,7 +25,7 @@ from aggregator.rollups.fold import EventRow
 from aggregator.rollups.window_store import event_row
 from meterflow.receipt import receipt_columns, receipt_order
 from meterflow.store.pg import Conn
-from meterflow.windows import MINUTE_S, WINDOW_S, TimeWindow
+from meterflow.windows import HOUR_S, MINUTE_S, WINDOW_S, TimeWindow
 
 _RECEIPT_DESC = receipt_order(latest_first=True)
 _RECEIPT_ASC = receipt_order()
@@ -35,6 +35,40 @@ _NEWER = (
     f"(r.last_received_ms IS NULL OR {receipt_columns('EXCLUDED.last_')} "
     f"> {receipt_columns('r.last_')})"
 )
+
+
+def _bucket_rows(name: str, bucket: str, size_s: int) -> str:
+    """CTE ``name``: the new raw meters' events per (meter, customer, bucket of ``size_s``):
+    sum, count, and the latest received as ``last``."""
+    return f"""{name} AS (
+    SELECT DISTINCT ON (account_id, livemode, meter_id, customer, {bucket})
+           account_id, livemode, meter_id, customer, {bucket},
+           sum(value) OVER k AS value_sum, count(*) OVER k AS event_count, value AS last_value,
+           received_ms, receipt_batch, receipt_index
+    FROM (SELECT *, event_ts - event_ts % {size_s} AS {bucket} FROM new
+          WHERE meter_id <> ALL($11::text[])) raw_meters
+    WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, {bucket})
+    ORDER BY account_id, livemode, meter_id, customer, {bucket}, {_RECEIPT_DESC}"""
+
+
+def _add_to(table: str, bucket: str, rows: str) -> str:
+    """Add the CTE ``rows`` to the rollup ``table``: sums and counts add, ``last`` goes to the
+    latest received."""
+    return f"""INSERT INTO {table} AS r
+        (account_id, livemode, meter_id, customer, {bucket}, value_sum, event_count, last_value,
+         last_received_ms, last_receipt_batch, last_receipt_index)
+    SELECT * FROM {rows}
+    ON CONFLICT (account_id, livemode, meter_id, customer, {bucket}) DO UPDATE SET
+        value_sum = r.value_sum + EXCLUDED.value_sum,
+        event_count = r.event_count + EXCLUDED.event_count,
+        last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE r.last_value END,
+        last_received_ms = CASE WHEN {_NEWER} THEN EXCLUDED.last_received_ms
+                                ELSE r.last_received_ms END,
+        last_receipt_batch = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_batch
+                                  ELSE r.last_receipt_batch END,
+        last_receipt_index = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_index
+                                  ELSE r.last_receipt_index END"""
+
 
 _STORE_EVENTS = f"""
 WITH incoming AS (
@@ -64,30 +98,12 @@ WITH incoming AS (
     SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
            receipt_batch, receipt_index
     FROM new
-), minutes AS (
-    SELECT DISTINCT ON (account_id, livemode, meter_id, customer, minute_ts)
-           account_id, livemode, meter_id, customer, minute_ts,
-           sum(value) OVER k AS value_sum, count(*) OVER k AS event_count, value AS last_value,
-           received_ms, receipt_batch, receipt_index
-    FROM (SELECT *, event_ts - event_ts % {MINUTE_S} AS minute_ts FROM new
-          WHERE meter_id <> ALL($11::text[])) raw_meters
-    WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, minute_ts)
-    ORDER BY account_id, livemode, meter_id, customer, minute_ts, {_RECEIPT_DESC}
+), {_bucket_rows("minutes", "minute_ts", MINUTE_S)}
 ), rolled AS (
-    INSERT INTO rollups_minute AS r
-        (account_id, livemode, meter_id, customer, minute_ts, value_sum, event_count, last_value,
-         last_received_ms, last_receipt_batch, last_receipt_index)
-    SELECT * FROM minutes
-    ON CONFLICT (account_id, livemode, meter_id, customer, minute_ts) DO UPDATE SET
-        value_sum = r.value_sum + EXCLUDED.value_sum,
-        event_count = r.event_count + EXCLUDED.event_count,
-        last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE r.last_value END,
-        last_received_ms = CASE WHEN {_NEWER} THEN EXCLUDED.last_received_ms
-                                ELSE r.last_received_ms END,
-        last_receipt_batch = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_batch
-                                  ELSE r.last_receipt_batch END,
-        last_receipt_index = CASE WHEN {_NEWER} THEN EXCLUDED.last_receipt_index
-                                  ELSE r.last_receipt_index END
+    {_add_to("rollups_minute", "minute_ts", "minutes")}
+), {_bucket_rows("hours", "hour_ts", HOUR_S)}
+), rolled_hours AS (
+    {_add_to("rollups_hour", "hour_ts", "hours")}
 ), changed AS (
     INSERT INTO usage_changes
         (account_id, livemode, meter_id, customer, first_event_ts, last_event_ts,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from aggregator.rollups.columns import Segment
 from aggregator.rollups.event_store import store_events
 from aggregator.rollups.fold import EventRow, keyed_by_window, latest_per_window, overwrites
+from aggregator.rollups.hour_store import HourKey, hour_of, refresh_hours
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.window_store import apply_overwrites, recompute_window, stored_survivors
 from aggregator.usage_feed.outbox import UsageChanges, record_usage_changes
@@ -18,7 +19,7 @@ from meterflow.receipt import receipt_order
 from meterflow.records.meter_events import CancelRecord
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey
-from meterflow.windows import DAY_S, MINUTE_S, TimeWindow, minute_of, window_of
+from meterflow.windows import DAY_S, HOUR_S, MINUTE_S, WINDOW_S, TimeWindow, minute_of, window_of
 
 _PARTITION_LOCK = 0x6D6676_0002  # serialises creation of meter_events day partitions
 
@@ -89,13 +90,31 @@ async def recompute_minute(
 
 async def _elect_survivors(
     conn: Conn, rows: Sequence[EventRow], windows: Mapping[str, TimeWindow | None]
-) -> None:
-    """Let new events of pre-aggregated meters replace their windows' survivors where newer."""
+) -> set[HourKey]:
+    """Let new events of pre-aggregated meters replace their windows' survivors where newer;
+    returns the hours whose minute rows changed."""
     keyed = keyed_by_window(rows, windows)
-    if keyed:
-        candidates = latest_per_window(keyed)
-        stored = await stored_survivors(conn, list(candidates))
-        await apply_overwrites(conn, overwrites(candidates, stored))
+    if not keyed:
+        return set()
+    candidates = latest_per_window(keyed)
+    stored = await stored_survivors(conn, list(candidates))
+    changed = overwrites(candidates, stored)
+    await apply_overwrites(conn, changed)
+    return {
+        (*c.key[:4], hour_of(event.event_ts))
+        for c in changed
+        for event in (c.survivor, c.replaced)
+        if event is not None
+    }
+
+
+def _hours_of_cancel(key: UsageKey, event_ts: int, window: TimeWindow | None) -> set[HourKey]:
+    """The hours a cancel may rewrite: the event's, or every hour of its window (the window's
+    new survivor may sit in another hour)."""
+    if window is None:
+        return {(*key, hour_of(event_ts))}
+    start = window_of(event_ts, window)
+    return {(*key, hour) for hour in range(start, start + WINDOW_S[window], HOUR_S)}
 
 
 async def _apply_cancel(
@@ -179,8 +198,10 @@ async def apply_batch(
        survivor instead of adding to it.
     3. For each cancel: mark the raw event cancelled and rebuild its minute (raw meters) or
        re-elect its window's survivor (pre-aggregated meters) from what still counts.
-    4. Append the usage the cancels changed to ``usage_changes``.
-    5. Advance the stored offsets past the batch.
+    4. Rebuild, from their minutes, the hour rollups that steps 2 and 3 rewrote rather than
+       added to (:mod:`aggregator.rollups.hour_store`).
+    5. Append the usage the cancels changed to ``usage_changes``.
+    6. Advance the stored offsets past the batch.
     All of it commits together, or none of it does.
     """
     outcome = FoldOutcome()
@@ -190,11 +211,14 @@ async def apply_batch(
         meters = meter_ids(segments)
         windows = await meter_windows.resolve(conn, meters)
         windowed = {m: w for m in meters if (w := windows.get(m)) is not None}
+        hours: set[HourKey] = set()
         for segment in segments:
             if segment.cancel is not None:
                 cancelled = await _apply_cancel(conn, segment.cancel, windows)
                 if cancelled is not None:
                     changes.touch(*cancelled, segment.cancel.received_ms)
+                    usage_key, event_ts = cancelled
+                    hours |= _hours_of_cancel(usage_key, event_ts, windows.get(usage_key[2]))
                     outcome.cancels_applied += 1
                 else:
                     outcome.cancels_unmatched += 1
@@ -202,7 +226,8 @@ async def apply_batch(
             stored = await store_events(conn, segment.events, windowed)
             outcome.events_new += stored.new_count
             outcome.events_duplicate += len(segment.events) - stored.new_count
-            await _elect_survivors(conn, stored.candidates, windows)
+            hours |= await _elect_survivors(conn, stored.candidates, windows)
+        await refresh_hours(conn, hours)
         await record_usage_changes(conn, changes)
         await advance_offsets(conn, group, topic, spans)
     return outcome

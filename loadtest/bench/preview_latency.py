@@ -122,6 +122,16 @@ async def _preload(
                 now_s - now_s % 60,
             )
             rows += int(status.rpartition(" ")[2])
+        # The hours of those minutes, as the fold keeps them beside the minutes.
+        await conn.execute(
+            """INSERT INTO rollups_hour
+               SELECT account_id, livemode, meter_id, customer, minute_ts - minute_ts % 3600,
+                      sum(value_sum), sum(event_count), 1, max(last_received_ms),
+                      'bench-preload', 0
+               FROM rollups_minute WHERE account_id = $1
+               GROUP BY account_id, livemode, meter_id, customer, minute_ts - minute_ts % 3600""",
+            account_id,
+        )
         return rows
     finally:
         await conn.close()

@@ -1,4 +1,5 @@
-"""Folded usage, read: the one module of queries on ``rollups_minute`` outside the fold.
+"""Folded usage, read: the one module of queries on ``rollups_minute`` and ``rollups_hour``
+outside the fold.
 
 A (meter, customer)'s usage over ``[start_s, end_s)`` is read from its minute rows there;
 pre-aggregated meters' minute rows hold only their windows' survivors, so raw and pre-aggregated
@@ -16,10 +17,10 @@ import asyncpg
 from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey, UsageSpan, UsageTotals
+from meterflow.windows import HOUR_S
 
 # The `last` formula's candidate is the most recently received minute (receipt order).
 _LAST_FIRST = receipt_order("last_", latest_first=True)
-_LAST_FIRST_R = receipt_order("r.last_", latest_first=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,46 +39,54 @@ def _totals(row: asyncpg.Record) -> UsageTotals:
     )
 
 
+# Keys and [start, end) of each span, and the hours wholly inside it: [first_hour, end_hour).
+_SPANS = """
+    SELECT *, start_ts + (3600 - start_ts % 3600) % 3600 AS first_hour,
+           end_ts - end_ts % 3600 AS end_hour
+    FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+         WITH ORDINALITY AS q(account_id, livemode, meter_id, customer, start_ts, end_ts, i)
+"""
+_SAME_KEY = """ON r.account_id = q.account_id AND r.livemode = q.livemode
+              AND r.meter_id = q.meter_id AND r.customer = q.customer"""
+_ROLLUP = (
+    "r.value_sum, r.event_count, r.last_value, r.last_received_ms, r.last_receipt_batch, "
+    "r.last_receipt_index"
+)
+
+# A span's usage: its whole hours from the hour rollups, the minutes before the first of them
+# and after the last from the minute rollups; each part is a primary-key range scan, so the cost
+# grows with the hours in the span, not its minutes.
+_TOTALS = f"""
+WITH q AS ({_SPANS}), parts AS (
+    SELECT q.i, {_ROLLUP} FROM q JOIN rollups_minute r {_SAME_KEY}
+       AND r.minute_ts >= q.start_ts AND r.minute_ts < least(q.first_hour, q.end_ts)
+    UNION ALL
+    SELECT q.i, {_ROLLUP} FROM q JOIN rollups_hour r {_SAME_KEY}
+       AND r.hour_ts >= q.first_hour AND r.hour_ts < q.end_hour
+    UNION ALL
+    SELECT q.i, {_ROLLUP} FROM q JOIN rollups_minute r {_SAME_KEY}
+       AND r.minute_ts >= greatest(q.end_hour, q.first_hour, q.start_ts)
+       AND r.minute_ts < q.end_ts
+)
+SELECT p.i, sum(p.value_sum) AS value_sum, sum(p.event_count) AS event_count,
+       (array_agg(p.last_value ORDER BY {receipt_order("p.last_", latest_first=True)}))[1]
+           AS last_value
+FROM parts p GROUP BY p.i
+"""
+
+
 async def usage_totals(conn: Conn, spans: Sequence[UsageSpan]) -> dict[UsageSpan, UsageTotals]:
-    """The totals of each span that has usage, in one query; spans without usage are absent."""
+    """The totals of each span that has usage, in one query; spans without usage are absent.
+    Spans start and end on whole minutes."""
     if not spans:
         return {}
-    rows = await conn.fetch(
-        f"""SELECT q.i, sum(r.value_sum) AS value_sum, sum(r.event_count) AS event_count,
-                   (array_agg(r.last_value ORDER BY {_LAST_FIRST_R}))[1] AS last_value
-            FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[],
-                        $6::bigint[]) WITH ORDINALITY
-                 AS q(account_id, livemode, meter_id, customer, start_ts, end_ts, i)
-            JOIN rollups_minute r
-              ON r.account_id = q.account_id AND r.livemode = q.livemode
-             AND r.meter_id = q.meter_id AND r.customer = q.customer
-             AND r.minute_ts >= q.start_ts AND r.minute_ts < q.end_ts
-            GROUP BY q.i""",
-        *[[s[i] for s in spans] for i in range(6)],
-    )
+    rows = await conn.fetch(_TOTALS, *[[s[i] for s in spans] for i in range(6)])
     return {spans[r["i"] - 1]: _totals(r) for r in rows}
 
 
 async def usage_total(conn: Conn, span: UsageSpan) -> UsageTotals:
-    """The totals of one span. Event summaries' hot path: a plain primary-key range scan, kept
-    apart from :func:`usage_totals`; for several spans use that, never a loop over this."""
-    account_id, livemode, meter_id, customer, start_s, end_s = span
-    row = await conn.fetchrow(
-        f"""SELECT sum(value_sum) AS value_sum, sum(event_count) AS event_count,
-                   (array_agg(last_value ORDER BY {_LAST_FIRST}))[1] AS last_value
-            FROM rollups_minute
-            WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-              AND minute_ts >= $5 AND minute_ts < $6""",
-        account_id,
-        livemode,
-        meter_id,
-        customer,
-        start_s,
-        end_s,
-    )
-    if row is None or row["event_count"] is None:
-        return UsageTotals()
-    return _totals(row)
+    """The totals of one span (no usage: zeros)."""
+    return (await usage_totals(conn, [span])).get(span, UsageTotals())
 
 
 async def usage_buckets(
@@ -93,13 +102,15 @@ async def usage_buckets(
     """Up to ``limit`` non-empty buckets of ``bucket_s`` seconds (epoch-aligned) within
     ``[start_s, end_s)``, newest first unless ``oldest_first``."""
     account_id, livemode, meter_id, customer = key
+    hourly = bucket_s % HOUR_S == 0 and start_s % HOUR_S == 0 and end_s % HOUR_S == 0
+    table, column = ("rollups_hour", "hour_ts") if hourly else ("rollups_minute", "minute_ts")
     rows = await conn.fetch(
-        f"""SELECT minute_ts - minute_ts % $7 AS bucket,
+        f"""SELECT {column} - {column} % $7 AS bucket,
                    sum(value_sum) AS value_sum, sum(event_count) AS event_count,
                    (array_agg(last_value ORDER BY {_LAST_FIRST}))[1] AS last_value
-            FROM rollups_minute
+            FROM {table}
             WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-              AND minute_ts >= $5 AND minute_ts < $6
+              AND {column} >= $5 AND {column} < $6
             GROUP BY bucket ORDER BY bucket {"ASC" if oldest_first else "DESC"} LIMIT $8""",
         account_id,
         livemode,

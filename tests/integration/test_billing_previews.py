@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import AccountFactory
-from tests.fixtures.meter_events import wait_until
+from tests.fixtures.meter_events import hours_disagreeing_with_minutes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -66,7 +66,7 @@ class Billing:
 
 
 async def test_previews_rate_every_scheme_formula_and_correction_exactly(
-    http: httpx.AsyncClient, make_account: AccountFactory, aggregator: None
+    http: httpx.AsyncClient, make_account: AccountFactory, aggregator: None, database_url: str
 ) -> None:
     billing = Billing(http, (await make_account()).secret_key)
     tokens = await billing.meter("tokens", "sum")
@@ -150,3 +150,4 @@ async def test_previews_rate_every_scheme_formula_and_correction_exactly(
 
     await wait_until(settled, 30, "the cancel reflected in the preview")
     assert await billing.lines(other) == (0, {prices["up"]: 0})
+    assert await hours_disagreeing_with_minutes(database_url) == []

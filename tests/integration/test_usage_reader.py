@@ -1,5 +1,5 @@
-"""The usage reader against a real PostgreSQL: minute rows as the fold leaves them, read as
-batched totals (every formula), as one span's total, and as epoch-aligned buckets."""
+"""The usage reader against a real PostgreSQL: minute and hour rows as the fold leaves them, read
+as batched totals (every formula), as one span's total, and as epoch-aligned buckets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from aggregator.rollups.hour_store import hour_of, refresh_hours
 from meterflow.meters import Formula
 from meterflow.usage.keys import UsageSpan, UsageTotals
 from meterflow.usage.reader import UsageBucket, usage_buckets, usage_total, usage_totals
@@ -33,6 +34,7 @@ Minute = tuple[str, str, int, str, int, str, int, str, int]
 
 
 async def _insert(conn: asyncpg.Connection, *minutes: Minute) -> None:
+    """Minute rows, and their hours rebuilt from them, as the fold keeps both."""
     await conn.executemany(
         """INSERT INTO rollups_minute (account_id, livemode, meter_id, customer, minute_ts,
                value_sum, event_count, last_value, last_received_ms, last_receipt_batch,
@@ -40,6 +42,7 @@ async def _insert(conn: asyncpg.Connection, *minutes: Minute) -> None:
            VALUES ('acct_1', false, $1, $2, $3, $4::numeric, $5, $6::numeric, $7, $8, $9)""",
         minutes,
     )
+    await refresh_hours(conn, {("acct_1", False, m[0], m[1], hour_of(m[2])) for m in minutes})
 
 
 def _span(meter: str, customer: str, start_s: int, end_s: int) -> UsageSpan:

@@ -12,7 +12,11 @@ import pytest
 from meterflow.kafka.topics import meter_events_topic
 from meterflow.records.meter_events import CancelRecord, MeterEventsRecord
 from meterflow.settings import Settings
-from tests.fixtures.meter_events import events_record, fold_records
+from tests.fixtures.meter_events import (
+    events_record,
+    fold_records,
+    hours_disagreeing_with_minutes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +51,8 @@ async def meters(database_url: str) -> None:
 
 
 async def _rows(database_url: str) -> Rows:
+    """The minute rollups (and a check that the hour rollups agree with them)."""
+    assert await hours_disagreeing_with_minutes(database_url) == []
     conn = await asyncpg.connect(database_url)
     try:
         found = await conn.fetch(
