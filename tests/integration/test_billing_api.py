@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from meterflow.store.accounts import create_key
 from tests.conftest import AccountFactory
 from tests.fixtures.meter_events import wait_until
 
@@ -395,3 +396,37 @@ async def test_billing_objects_announce_v1_events_and_queue_their_webhooks(
     assert [(r["event_type"], r["event_id"]) for r in queued] == [
         ("customer.created", by_type["customer.created"]["id"])
     ]
+
+
+async def test_billing_objects_of_one_mode_are_invisible_to_the_other(
+    http: httpx.AsyncClient, make_account: AccountFactory, database_url: str
+) -> None:
+    account = await make_account()
+    conn = await asyncpg.connect(database_url)
+    try:
+        live_key = await create_key(conn, account.account_id, livemode=True)
+    finally:
+        await conn.close()
+    test_key = account.secret_key
+    customer = await _post(http, test_key, "/v1/customers", {"name": "test mode"})
+    price = await _post(
+        http,
+        test_key,
+        "/v1/prices",
+        {"currency": "usd", "unit_amount": "100", "recurring[interval]": "month",
+         "product_data[name]": "Seats"},
+    )  # fmt: skip
+    assert customer["livemode"] is False
+    for path in (f"/v1/customers/{customer['id']}", f"/v1/prices/{price['id']}",
+                 f"/v1/products/{price['product']}"):  # fmt: skip
+        response = await http.get(path, headers=_auth(live_key))
+        assert response.status_code == 404, (path, response.text)
+    assert (await _get(http, live_key, "/v1/customers"))["data"] == []
+    refused = await _post(
+        http,
+        live_key,
+        "/v1/subscriptions",
+        {"customer": customer["id"], "items[0][price]": price["id"]},
+        404,
+    )
+    assert refused["error"]["param"] == "customer"
