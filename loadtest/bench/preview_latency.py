@@ -9,8 +9,9 @@ One account has five ``sum`` meters, each with a metered price, and three custom
 - ``probe``: a fresh subscription; each freshness probe sends one event for it and polls the
   preview until the amount includes it.
 
-Previews of ``month`` and ``day`` alternate while the caller drives background stream load; the
-ratio of their latencies shows how a preview's cost grows with the minutes in its period.
+Previews of ``month`` and ``day`` alternate, and freshness probes run beside them, while the
+caller drives background stream load; the ratio of the two previews' latencies shows how a
+preview's cost grows with the length of its period.
 """
 
 from __future__ import annotations
@@ -155,18 +156,25 @@ async def measure_previews(
         )
         latency = {name: LatencyHistogram() for name in _PERIOD_DAYS}
         freshness = LatencyHistogram()
-        missing = 0
         deadline = time.monotonic() + duration_s
-        probe = 0
-        while time.monotonic() < deadline:
-            for name in _PERIOD_DAYS:
-                started = time.perf_counter()
-                await api.post("/v1/invoices/create_preview", {"customer": customers[name]})
-                latency[name].record_s(time.perf_counter() - started)
-            if await _probe(api, customers["probe"], probe, freshness):
-                probe += 1
-            else:
-                missing += 1
+
+        async def preview_loop() -> None:
+            while time.monotonic() < deadline:
+                for name in _PERIOD_DAYS:
+                    started = time.perf_counter()
+                    await api.post("/v1/invoices/create_preview", {"customer": customers[name]})
+                    latency[name].record_s(time.perf_counter() - started)
+
+        async def probe_loop() -> tuple[int, int]:
+            probes = missing = 0
+            while time.monotonic() < deadline:
+                if await _probe(api, customers["probe"], probes, freshness):
+                    probes += 1
+                else:
+                    missing += 1
+            return probes, missing
+
+        _, (probe, missing) = await asyncio.gather(preview_loop(), probe_loop())
         return {
             "meters": METERS,
             "preloaded_minute_rows": preloaded,
