@@ -9,7 +9,7 @@ from typing import cast
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, list_object, page_request
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.meters.store import EventNameTaken, MeterStore
@@ -72,8 +72,8 @@ def parse_update(params: Params) -> str | None:
     return display_name
 
 
-def _missing(meter_id: str) -> ResourceMissing:
-    return ResourceMissing(f"No such billing.meter: '{meter_id}'")
+def _missing(meter_id: str, param: str | None = "id") -> ResourceMissing:
+    return ResourceMissing(f"No such billing.meter: '{meter_id}'", param=param)
 
 
 MeterChanged = Callable[[Principal, str], None]
@@ -169,18 +169,9 @@ class MetersApi:
             request_page,
             status="active" if status == "active" else "inactive" if status else None,
         )
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise ResourceMissing(f"No such billing.meter: '{cursor_id}'", param=param)
-        meters, has_more = page
+        meters, has_more = found_page(page, request_page, _missing)
         return json_response(
-            {
-                "object": "list",
-                "data": [m.to_stripe() for m in meters],
-                "has_more": has_more,
-                "url": "/v1/billing/meters",
-            }
+            list_object([m.to_stripe() for m in meters], has_more, "/v1/billing/meters")
         )
 
     async def _found(self, who: Principal, meter_id: str) -> Meter:

@@ -18,7 +18,7 @@ from ingest.billing.events import BILLING_EVENT_TYPES
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
-from ingest.edge.list_pages import page_request
+from ingest.edge.list_pages import found_page, list_object, page_request
 from ingest.edge.object_params import (
     parse_metadata,
     parse_metadata_change,
@@ -132,8 +132,8 @@ def parse_changes(values: dict[str, Any]) -> EndpointChanges:
     )
 
 
-def _missing(endpoint_id: str) -> ResourceMissing:
-    return ResourceMissing(f"No such webhook endpoint: '{endpoint_id}'")
+def _missing(endpoint_id: str, param: str | None = "id") -> ResourceMissing:
+    return ResourceMissing(f"No such webhook endpoint: '{endpoint_id}'", param=param)
 
 
 def _s(ms: int | None) -> int | None:
@@ -222,19 +222,8 @@ class WebhookEndpointsApi:
         params.no_expansion()
         params.finish()
         page = await self._store.page(who, request_page)
-        if page is None:
-            assert request_page.cursor is not None  # noqa: S101 - only a cursor can miss
-            param, cursor_id = request_page.cursor
-            raise ResourceMissing(f"No such webhook endpoint: '{cursor_id}'", param=param)
-        endpoints, has_more = page
-        return json_response(
-            {
-                "object": "list",
-                "data": [e.to_stripe() for e in endpoints],
-                "has_more": has_more,
-                "url": BASE,
-            }
-        )
+        endpoints, has_more = found_page(page, request_page, _missing)
+        return json_response(list_object([e.to_stripe() for e in endpoints], has_more, BASE))
 
     async def deliveries(self, request: Request, who: Principal) -> Response:
         endpoint = await self._found(who, request.path_params["id"])
