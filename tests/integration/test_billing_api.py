@@ -430,3 +430,66 @@ async def test_billing_objects_of_one_mode_are_invisible_to_the_other(
         404,
     )
     assert refused["error"]["param"] == "customer"
+
+
+async def test_subscription_updates_add_change_and_remove_items(
+    http: httpx.AsyncClient, make_account: AccountFactory
+) -> None:
+    key = (await make_account()).secret_key
+    meter = await _meter(http, key, "api_calls", "count")
+    monthly = {"currency": "usd", "recurring[interval]": "month", "product_data[name]": "X"}
+    metered = await _post(
+        http,
+        key,
+        "/v1/prices",
+        monthly | {"unit_amount": "1", "recurring[usage_type]": "metered",
+                   "recurring[meter]": meter},
+    )  # fmt: skip
+    seats = await _post(http, key, "/v1/prices", monthly | {"unit_amount": "500"})
+    yearly = await _post(
+        http, key, "/v1/prices", monthly | {"unit_amount": "500", "recurring[interval]": "year"}
+    )
+    customer = (await _post(http, key, "/v1/customers", {"name": "A"}))["id"]
+    subscription = await _post(
+        http, key, "/v1/subscriptions", {"customer": customer, "items[0][price]": metered["id"]}
+    )
+    path = f"/v1/subscriptions/{subscription['id']}"
+    metered_item = subscription["items"]["data"][0]["id"]
+
+    added = await _post(
+        http, key, path, {"items[0][price]": seats["id"], "items[0][quantity]": "0"}
+    )
+    by_price = {i["price"]["id"]: i for i in added["items"]["data"]}
+    assert by_price[seats["id"]]["quantity"] == 0
+    seat_item = by_price[seats["id"]]["id"]
+    changed = await _post(http, key, path, {"items[0][id]": seat_item, "items[0][quantity]": "3"})
+    assert {i["id"]: i.get("quantity") for i in changed["items"]["data"]} == {
+        metered_item: None,
+        seat_item: 3,
+    }
+    for form, param in (
+        ({"items[0][id]": metered_item, "items[0][quantity]": "2"}, "items[0][quantity]"),
+        ({"items[0][price]": yearly["id"]}, "items[0][price]"),
+        ({"items[0][price]": seats["id"]}, "items[0][price]"),
+        ({"items[0][id]": "si_nope", "items[0][deleted]": "true"}, "items[0][id]"),
+    ):
+        response = await http.post(path, data=form, headers=_auth(key))
+        assert response.status_code in (400, 404), response.text
+        assert response.json()["error"]["param"] == param
+    removed = await _post(
+        http, key, path, {"items[0][id]": metered_item, "items[0][deleted]": "true"}
+    )
+    assert [i["id"] for i in removed["items"]["data"]] == [seat_item]
+    emptied = await http.post(
+        path, data={"items[0][id]": seat_item, "items[0][deleted]": "true"}, headers=_auth(key)
+    )
+    assert emptied.status_code == 400
+    assert emptied.json()["error"]["param"] == "items"
+    item = await _get(http, key, f"/v1/subscription_items/{seat_item}")
+    assert (item["quantity"], item["subscription"]) == (3, subscription["id"])
+    canceled = await http.delete(path, headers=_auth(key))
+    assert canceled.json()["status"] == "canceled"
+    assert (await _get(http, key, "/v1/subscriptions"))["data"] == []
+    assert [
+        s["id"] for s in (await _get(http, key, "/v1/subscriptions", status="all"))["data"]
+    ] == [subscription["id"]]

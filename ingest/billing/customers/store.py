@@ -9,6 +9,7 @@ import asyncpg
 import orjson
 
 from ingest.billing.events import announce
+from ingest.billing.owned_rows import owned_row
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from ingest.edge.object_params import MetadataChange
@@ -90,13 +91,10 @@ def _customer(row: asyncpg.Record) -> Customer:
 
 async def _locked(conn: Conn, who: Principal, customer_id: str) -> Customer | None:
     """The customer (not deleted), locked until the transaction ends."""
-    row = await conn.fetchrow(
-        f"""SELECT {_COLUMNS} FROM customers
-            WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted FOR UPDATE""",
-        customer_id,
-        who.account_id,
-        who.livemode,
-    )
+    row = await owned_row(
+        conn, who, table="customers", columns=_COLUMNS, object_id=customer_id,
+        condition="NOT deleted", lock=True,
+    )  # fmt: skip
     return None if row is None else _customer(row)
 
 
@@ -126,11 +124,8 @@ class CustomerStore:
 
     async def get(self, who: Principal, customer_id: str) -> Customer | None:
         """The customer, deleted or not (a deleted one answers with its deleted shape)."""
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM customers WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            customer_id,
-            who.account_id,
-            who.livemode,
+        row = await owned_row(
+            self._pool, who, table="customers", columns=_COLUMNS, object_id=customer_id
         )
         return None if row is None else _customer(row)
 

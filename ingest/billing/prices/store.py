@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 
 from ingest.billing.events import announce
+from ingest.billing.owned_rows import owned_row
 from ingest.billing.prices.params import NewPrice, PriceChanges, PriceType, Recurring, UsageType
 from ingest.billing.products.store import insert_product
 from ingest.edge.auth import Principal
@@ -189,13 +190,10 @@ class PriceStore:
         self._pool = pool
 
     async def product_exists(self, who: Principal, product_id: str) -> bool:
-        found = await self._pool.fetchval(
-            "SELECT true FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            product_id,
-            who.account_id,
-            who.livemode,
+        found = await owned_row(
+            self._pool, who, table="products", columns="true", object_id=product_id
         )
-        return bool(found)
+        return found is not None
 
     async def create(self, who: Principal, new: NewPrice, now_s: int) -> Price:
         """Insert the price, and its product first when given as ``product_data``."""
@@ -245,24 +243,15 @@ class PriceStore:
         return price
 
     async def get(self, who: Principal, price_id: str) -> Price | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM prices WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            price_id,
-            who.account_id,
-            who.livemode,
-        )
+        row = await owned_row(self._pool, who, table="prices", columns=_COLUMNS, object_id=price_id)
         return None if row is None else price_from_row(row)
 
     async def update(
         self, who: Principal, price_id: str, changes: PriceChanges, now_s: int
     ) -> Price | None:
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchrow(
-                f"""SELECT {_COLUMNS} FROM prices
-                    WHERE id = $1 AND account_id = $2 AND livemode = $3 FOR UPDATE""",
-                price_id,
-                who.account_id,
-                who.livemode,
+            locked = await owned_row(
+                conn, who, table="prices", columns=_COLUMNS, object_id=price_id, lock=True
             )
             if locked is None:
                 return None

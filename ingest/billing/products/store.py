@@ -9,6 +9,7 @@ import asyncpg
 import orjson
 
 from ingest.billing.events import announce
+from ingest.billing.owned_rows import owned_row
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from ingest.edge.object_params import MetadataChange
@@ -102,11 +103,8 @@ class ProductStore:
             return await insert_product(conn, who, new, now_s)
 
     async def get(self, who: Principal, product_id: str) -> Product | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM products WHERE id = $1 AND account_id = $2 AND livemode = $3",
-            product_id,
-            who.account_id,
-            who.livemode,
+        row = await owned_row(
+            self._pool, who, table="products", columns=_COLUMNS, object_id=product_id
         )
         return None if row is None else _product(row)
 
@@ -114,12 +112,8 @@ class ProductStore:
         self, who: Principal, product_id: str, changes: ProductFields, now_s: int
     ) -> Product | None:
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchrow(
-                f"""SELECT {_COLUMNS} FROM products
-                    WHERE id = $1 AND account_id = $2 AND livemode = $3 FOR UPDATE""",
-                product_id,
-                who.account_id,
-                who.livemode,
+            locked = await owned_row(
+                conn, who, table="products", columns=_COLUMNS, object_id=product_id, lock=True
             )
             if locked is None:
                 return None

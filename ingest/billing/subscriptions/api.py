@@ -13,7 +13,12 @@ from ingest.billing.subscriptions.params import (
     parse_new_subscription,
     parse_subscription_changes,
 )
-from ingest.billing.subscriptions.rules import check_items
+from ingest.billing.subscriptions.rules import (
+    Cadence,
+    cadence_of,
+    check_items,
+    quantity_on_metered,
+)
 from ingest.billing.subscriptions.store import (
     NewItemRow,
     NewSubscriptionRow,
@@ -28,7 +33,7 @@ from ingest.edge.list_pages import found_page, page_request
 from ingest.edge.object_params import take_boolean
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
-from meterflow.billing.periods import Interval, boundary
+from meterflow.billing.periods import boundary
 
 BASE = "/v1/subscriptions"
 ITEMS = "/v1/subscription_items"
@@ -38,7 +43,7 @@ def missing_subscription(subscription_id: str, param: str | None = "id") -> Reso
     return ResourceMissing(f"No such subscription: '{subscription_id}'", param=param)
 
 
-def _anchor_and_start(new: NewSubscription, interval: str, now_s: int) -> tuple[int, int]:
+def _anchor_and_start(new: NewSubscription, cadence: Cadence, now_s: int) -> tuple[int, int]:
     """The start date (``backdate_start_date`` or now) and the billing cycle anchor (given, or
     the start date), which must lie within one period of the start."""
     start = now_s if new.backdate_start_date is None else new.backdate_start_date
@@ -49,8 +54,7 @@ def _anchor_and_start(new: NewSubscription, interval: str, now_s: int) -> tuple[
             param="backdate_start_date",
         )
     anchor = start if new.billing_cycle_anchor is None else new.billing_cycle_anchor
-    count, unit = interval.split(" ")
-    natural = boundary(start, cast(Interval, unit), int(count), 1)
+    natural = boundary(start, cadence.interval, cadence.interval_count, 1)
     if not start <= anchor <= natural:
         raise InvalidRequest(
             f"billing_cycle_anchor cannot be later than next natural billing date ({natural}) "
@@ -85,11 +89,9 @@ class SubscriptionsApi:
         if not await self._store.customer_exists(who, new.customer):
             raise missing_customer(new.customer, "customer")
         prices = await self._store.prices(who, [i.price for i in new.items])
-        currency, interval = check_items(
-            [(i.param, i.price, i.quantity) for i in new.items], prices
-        )
+        cadence = check_items([(i.param, i.price, i.quantity) for i in new.items], prices)
         now_s = self._now()
-        start, anchor = _anchor_and_start(new, interval, now_s)
+        start, anchor = _anchor_and_start(new, cadence, now_s)
         items = [
             NewItemRow(
                 i.price,
@@ -102,7 +104,7 @@ class SubscriptionsApi:
             who,
             NewSubscriptionRow(
                 customer=new.customer,
-                currency=currency,
+                currency=cadence.currency,
                 billing_cycle_anchor=anchor,
                 start_date=start,
                 cancel_at_period_end=new.cancel_at_period_end,
@@ -143,14 +145,9 @@ class SubscriptionsApi:
                 )
             if change.id is not None and change.quantity is not None and not change.deleted:
                 if held[change.id].price.metered:
-                    raise InvalidRequest(
-                        "Quantity should not be specified where usage_type is `metered`. "
-                        f"Remove quantity from `{change.param}`.",
-                        code="parameter_invalid",
-                        param=f"{change.param}[quantity]",
-                    )
+                    raise quantity_on_metered(change.param)
                 quantities[change.id] = change.quantity
-        added = [c for c in changes.items if c.id is None and c.price is not None]
+        added = [(c, c.price) for c in changes.items if c.id is None and c.price is not None]
         kept = [i for i in subscription.items if i.id not in remove]
         if not kept and not added:
             raise InvalidRequest(
@@ -158,15 +155,12 @@ class SubscriptionsApi:
                 code="parameter_invalid",
                 param="items",
             )
-        prices = await self._store.prices(who, [c.price for c in added if c.price is not None])
+        prices = await self._store.prices(who, [price for _, price in added])
         if added:
-            first = subscription.items[0].price.recurring if subscription.items else None
             check_items(
-                [(c.param, c.price or "", c.quantity) for c in added],
+                [(c.param, price, c.quantity) for c, price in added],
                 prices,
-                shared=None
-                if first is None
-                else (subscription.currency, f"{first.interval_count} {first.interval}"),
+                shared=cadence_of(subscription.items[0].price) if subscription.items else None,
                 taken={i.price.id for i in kept},
             )
         await self._store.update(
@@ -176,11 +170,11 @@ class SubscriptionsApi:
             metadata=changes.metadata,
             add=[
                 NewItemRow(
-                    c.price or "",
-                    None if prices[c.price or ""].metered else (c.quantity or 1),
+                    price,
+                    None if prices[price].metered else (1 if c.quantity is None else c.quantity),
                     {},
                 )
-                for c in added
+                for c, price in added
             ],
             remove=remove,
             quantities=quantities,
@@ -259,10 +253,9 @@ class SubscriptionsApi:
         params.no_expansion()
         params.finish()
         item_id = request.path_params["id"]
-        found = await self._store.item(who, item_id)
-        if found is None:
+        subscription = await self._store.holding_item(who, item_id)
+        if subscription is None:
             raise ResourceMissing(f"No such subscription item: '{item_id}'")
-        subscription, _ = found
         item = next(i for i in subscription.items if i.id == item_id)
         return json_response(item.to_stripe(subscription.current_period(item, self._now())))
 

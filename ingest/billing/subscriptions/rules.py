@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 from ingest.billing.prices.store import Price
 from ingest.edge.errors import InvalidRequest, ResourceMissing
+from meterflow.billing.periods import Interval
+
+
+class Cadence(NamedTuple):
+    """What every item of one subscription shares: its currency and its billing interval."""
+
+    currency: str
+    interval: Interval
+    interval_count: int
+
+
+def cadence_of(price: Price) -> Cadence:
+    recurring = price.recurring
+    assert recurring is not None  # noqa: S101 - subscriptions hold recurring prices only
+    return Cadence(price.currency, recurring.interval, recurring.interval_count)
+
+
+def quantity_on_metered(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Quantity should not be specified where usage_type is `metered`. Remove quantity "
+        f"from `{param}`.",
+        code="parameter_invalid",
+        param=f"{param}[quantity]",
+    )
 
 
 def check_items(
     items: Sequence[tuple[str, str, int | None]],
     prices: Mapping[str, Price],
     *,
-    shared: tuple[str, str] | None = None,
+    shared: Cadence | None = None,
     taken: Collection[str] = (),
-) -> tuple[str, str]:
+) -> Cadence:
     """``items`` (new ones) as (param, price id, quantity). Every price exists, is active and
     recurring; a metered price takes no quantity; no price twice, counting the prices the
     subscription holds already (``taken``); one currency and one billing interval, those of the
-    items it holds (``shared``) if any. Returns the (currency, interval) they share."""
+    items it holds (``shared``) if any. Returns the cadence they share."""
     seen: set[str] = set(taken)
     for param, price_id, quantity in items:
         price = prices.get(price_id)
@@ -39,12 +64,7 @@ def check_items(
                 param=f"{param}[price]",
             )
         if price.metered and quantity is not None:
-            raise InvalidRequest(
-                "Quantity should not be specified where usage_type is `metered`. Remove "
-                f"quantity from `{param}`.",
-                code="parameter_invalid",
-                param=f"{param}[quantity]",
-            )
+            raise quantity_on_metered(param)
         if price_id in seen:
             raise InvalidRequest(
                 f"Cannot add multiple subscription items with the same price: {price_id}.",
@@ -52,15 +72,15 @@ def check_items(
                 param=f"{param}[price]",
             )
         seen.add(price_id)
-        interval = f"{price.recurring.interval_count} {price.recurring.interval}"
-        if shared is not None and shared != (price.currency, interval):
-            field = "currency" if shared[0] != price.currency else "interval"
+        cadence = cadence_of(price)
+        if shared is not None and shared != cadence:
+            field = "currency" if shared.currency != cadence.currency else "interval"
             raise InvalidRequest(
                 "Currency and interval fields must match across all prices on this "
                 f"subscription. Found mismatch in {field} field.",
                 code="parameter_invalid",
                 param=f"{param}[price]",
             )
-        shared = (price.currency, interval)
+        shared = cadence
     assert shared is not None  # noqa: S101 - at least one item
     return shared

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from ingest.billing.events import announce
+from ingest.billing.owned_rows import owned_row
 from ingest.billing.prices.store import Price, price_from_row
 from ingest.billing.subscriptions.params import Thresholds
 from ingest.edge.auth import Principal
@@ -220,14 +221,11 @@ class SubscriptionStore:
         return {r["id"]: price_from_row(r) for r in rows}
 
     async def customer_exists(self, who: Principal, customer_id: str) -> bool:
-        found = await self._pool.fetchval(
-            """SELECT true FROM customers
-               WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted""",
-            customer_id,
-            who.account_id,
-            who.livemode,
-        )
-        return bool(found)
+        found = await owned_row(
+            self._pool, who, table="customers", columns="true", object_id=customer_id,
+            condition="NOT deleted",
+        )  # fmt: skip
+        return found is not None
 
     async def create(
         self, who: Principal, new: NewSubscriptionRow, items: Sequence[NewItemRow], now_s: int
@@ -391,18 +389,13 @@ class SubscriptionStore:
             found.reverse()
         return found, has_more
 
-    async def item(self, who: Principal, item_id: str) -> tuple[Subscription, str] | None:
-        subscription_id = await self._pool.fetchval(
-            """SELECT subscription_id FROM subscription_items
-               WHERE id = $1 AND account_id = $2 AND livemode = $3 AND NOT deleted""",
-            item_id,
-            who.account_id,
-            who.livemode,
-        )
-        if subscription_id is None:
-            return None
-        subscription = await self.get(who, subscription_id)
-        return None if subscription is None else (subscription, item_id)
+    async def holding_item(self, who: Principal, item_id: str) -> Subscription | None:
+        """The subscription that holds the (not deleted) item ``item_id``."""
+        found = await owned_row(
+            self._pool, who, table="subscription_items", columns="subscription_id",
+            object_id=item_id, condition="NOT deleted",
+        )  # fmt: skip
+        return None if found is None else await self.get(who, found["subscription_id"])
 
     async def _one(
         self, conn: Conn, who: Principal, subscription_id: str, *, lock: bool = False
