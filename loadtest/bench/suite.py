@@ -295,6 +295,21 @@ class Suite:
         )
         self.phases["freshness"] = {**probed, "background": loaded.report}
 
+    async def _stream_background(self, duration_s: float) -> tuple[LoadConfig, RunSetup]:
+        """Stream load at the alert phase's rate for ``duration_s`` (plus 2 s of margin), on
+        accounts of its own, with no totals kept (nothing verifies it)."""
+        plan = self._plan
+        setup = await self._setup(plan.accounts, meter_shapes(LOAD_METERS), plan.customers)
+        config = self._config(
+            "stream",
+            duration_s + 2.0,
+            rate=plan.alert_background_rate,
+            connections=plan.stream_connections,
+            batch_size=REQUEST_EVENTS,
+            track_totals=False,
+        )
+        return config, setup
+
     async def _alerts(self) -> None:
         plan = self._plan
         say(
@@ -302,17 +317,7 @@ class Suite:
             f"{plan.alert_background_rate:,.0f} events/s of stream load"
         )
         probe_setup = await self._setup(1, [("count", None)], 1)
-        background_setup = await self._setup(
-            plan.accounts, meter_shapes(LOAD_METERS), plan.customers
-        )
-        background = self._config(
-            "stream",
-            plan.alert_s + 2.0,
-            rate=plan.alert_background_rate,
-            connections=plan.stream_connections,
-            batch_size=REQUEST_EVENTS,
-            track_totals=False,
-        )
+        background, background_setup = await self._stream_background(plan.alert_s)
         loaded, probed = await asyncio.gather(
             run_load(background, background_setup, label="alert background"),
             measure_alert_latency(
@@ -335,17 +340,7 @@ class Suite:
             f"{plan.alert_background_rate:,.0f} events/s of stream load"
         )
         (account,) = await create_accounts(self._stack.database_url, 1, new_run_id())
-        background_setup = await self._setup(
-            plan.accounts, meter_shapes(LOAD_METERS), plan.customers
-        )
-        background = self._config(
-            "stream",
-            plan.preview_s + 2.0,
-            rate=plan.alert_background_rate,
-            connections=plan.stream_connections,
-            batch_size=REQUEST_EVENTS,
-            track_totals=False,
-        )
+        background, background_setup = await self._stream_background(plan.preview_s)
         loaded, measured = await asyncio.gather(
             run_load(background, background_setup, label="preview background"),
             measure_previews(
