@@ -21,7 +21,8 @@ READY_TIMEOUT_S = 30.0
 _WATCH_INTERVAL_S = 0.2
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """A line of ``meterflow up``'s own output."""
     print(f"meterflow up: {message}", flush=True)
 
 
@@ -70,7 +71,7 @@ class ChildService:
         try:
             self.process.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
-            _say(f"{self.name} did not stop within {deadline_s:.0f}s; killing it")
+            say(f"{self.name} did not stop within {deadline_s:.0f}s; killing it")
             self.process.kill()
             self.process.wait()
 
@@ -110,7 +111,7 @@ class ServiceProcess:
         child: ChildService,
         ready_url: str,
         deadline_s: float,
-        say: Callable[[str], None] = _say,
+        say: Callable[[str], None] = say,
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.child = child

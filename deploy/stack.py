@@ -23,6 +23,7 @@ from types import FrameType
 import asyncpg
 
 from deploy.children import ServiceProcess, meterflow_child
+from deploy.children import say as _say
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.postgres_server import LocalPostgresServer, PostgresServerConfig
 from meterflow.kafka.topics import ensure_topics, topic_specs
@@ -34,10 +35,6 @@ from meterflow.store.migrations import migrate
 
 LOCAL_ACCOUNT = "local"
 _KILL_MARGIN_S = 5.0
-
-
-def _say(message: str) -> None:
-    print(f"meterflow up: {message}", flush=True)
 
 
 async def _prepare(database_url: str, bootstrap: str, settings: Settings) -> str:
