@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ingest.billing.events import BILLING_EVENT_TYPES
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
@@ -33,6 +32,7 @@ from ingest.webhooks.store import (
     WebhookEndpoint,
     WebhookEndpointStore,
 )
+from meterflow.billing.announce import BILLING_EVENT_TYPES
 
 BASE = "/v1/webhook_endpoints"
 # The events meterflow emits; "*" stands for all of them, including any added later.

@@ -64,3 +64,13 @@ def usage_window(period: tuple[int, int]) -> tuple[int, int]:
     tile: each minute, and so each event, belongs to exactly one of them."""
     start, end = period
     return (minute_of(start), minute_of(end))
+
+
+def subscription_period(
+    start_date: int, anchor_s: int, interval: Interval, interval_count: int, at_s: int
+) -> tuple[int, int]:
+    """A subscription's period holding ``at_s``: from its start date to the billing cycle anchor
+    (when the anchor is later), then the anchor's cycle."""
+    if at_s < anchor_s:
+        return (start_date, anchor_s)
+    return period_containing(anchor_s, interval, interval_count, at_s)

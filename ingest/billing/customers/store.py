@@ -8,11 +8,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingest.billing.events import announce
 from ingest.billing.owned_rows import owned_row
 from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest, fetch_page
 from ingest.edge.object_params import MetadataChange
+from meterflow.billing.announce import announce
 from meterflow.ids import object_id
 from meterflow.store.pg import Conn
 

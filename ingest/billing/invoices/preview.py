@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ingest.billing.subscriptions.store import Subscription, SubscriptionItem
 from meterflow.apikeys import random_token
 from meterflow.billing.money import decimal_string
+from meterflow.billing.objects.subscriptions import Subscription, SubscriptionItem
 from meterflow.billing.rating import RatedLine, rate
 
 

@@ -13,7 +13,7 @@ from ingest.billing.prices.params import (
     parse_new_price,
     parse_price_changes,
 )
-from ingest.billing.prices.store import LookupKeyTaken, Price, PriceFilters, PriceStore
+from ingest.billing.prices.store import LookupKeyTaken, PriceFilters, PriceStore
 from ingest.billing.products.api import missing_product
 from ingest.edge.auth import Principal
 from ingest.edge.errors import InvalidRequest, ResourceMissing
@@ -23,6 +23,7 @@ from ingest.edge.object_params import take_boolean
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
+from meterflow.billing.objects.prices import Price
 
 BASE = "/v1/prices"
 

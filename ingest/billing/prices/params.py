@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from ingest.billing.products.store import MAX_NAME, ProductFields
 from ingest.edge.errors import InvalidRequest
@@ -17,6 +17,7 @@ from ingest.edge.object_params import (
     take_unset,
 )
 from ingest.edge.params import Params, missing_param
+from meterflow.billing.objects.prices import PriceType, Recurring, UsageType
 from meterflow.billing.periods import Interval
 from meterflow.billing.prices import PriceTerms, Tier, TiersMode, TransformQuantity
 
@@ -29,17 +30,6 @@ MAX_LOOKUP_KEYS = 10
 MAX_INTERVAL_COUNT: dict[str, int] = {"day": 1095, "week": 156, "month": 36, "year": 3}
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 _CURRENCY = re.compile(r"[a-z]{3}")
-
-UsageType = Literal["licensed", "metered"]
-PriceType = Literal["one_time", "recurring"]
-
-
-@dataclass(frozen=True, slots=True)
-class Recurring:
-    interval: Interval
-    interval_count: int
-    usage_type: UsageType
-    meter: str | None
 
 
 @dataclass(frozen=True, slots=True)

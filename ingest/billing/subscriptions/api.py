@@ -23,7 +23,6 @@ from ingest.billing.subscriptions.store import (
     NewItemRow,
     NewSubscriptionRow,
     StatusFilter,
-    Subscription,
     SubscriptionStore,
 )
 from ingest.edge.auth import Principal
@@ -33,6 +32,7 @@ from ingest.edge.list_pages import found_page, page_request
 from ingest.edge.object_params import take_boolean
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
+from meterflow.billing.objects.subscriptions import Subscription
 from meterflow.billing.periods import boundary
 
 BASE = "/v1/subscriptions"

@@ -14,6 +14,7 @@ from ingest.edge.object_params import (
     take_boolean,
 )
 from ingest.edge.params import Params, missing_param
+from meterflow.billing.objects.subscriptions import Thresholds
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 2**31 - 1
@@ -25,12 +26,6 @@ class NewItem:
     quantity: int | None
     metadata: dict[str, str]
     param: str  # e.g. items[0], for errors about this item
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    amount_gte: int
-    reset_billing_cycle_anchor: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
-from ingest.billing.prices.store import Price
 from ingest.edge.errors import InvalidRequest, ResourceMissing
+from meterflow.billing.objects.prices import Price
 from meterflow.billing.periods import Interval
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.edge.auth import Principal
+from meterflow.billing.objects.owners import Owner
 from meterflow.store.notifications import NewV1Event, record_v1_events
 from meterflow.store.pg import Conn
 from meterflow.v1_events import BILLING_EVENT_API_VERSION, previous_attributes, snapshot_event
@@ -29,7 +29,7 @@ BILLING_EVENT_TYPES = frozenset(
 
 async def announce(
     conn: Conn,
-    who: Principal,
+    who: Owner,
     event_type: str,
     data_object: Mapping[str, Any],
     now_s: int,

@@ -1,0 +1,1 @@
+"""Billing objects as stored and as Stripe writes them: prices, subscriptions, invoices."""

@@ -1,0 +1,15 @@
+"""Who owns a billing object: one account, in one mode."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Owner(Protocol):
+    """An account and mode; every billing object is read and written within one."""
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def livemode(self) -> bool: ...
