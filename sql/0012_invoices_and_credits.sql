@@ -19,6 +19,8 @@ CREATE TABLE invoices (
     account_id       text NOT NULL REFERENCES accounts (id),
     livemode         boolean NOT NULL,
     customer_id      text NOT NULL,
+    customer_name    text,                               -- as when the invoice was created
+    customer_email   text,
     subscription_id  text NOT NULL REFERENCES subscriptions (id),
     billing_reason   text NOT NULL CHECK (billing_reason IN
                          ('subscription_cycle', 'subscription_threshold', 'subscription_update')),

@@ -27,7 +27,7 @@ SubscriptionStatus = Literal["active", "canceled"]
 _SUBSCRIPTION_COLUMNS = (
     "s.seq, s.id, s.livemode, s.customer_id, s.status, s.currency, s.billing_cycle_anchor, "
     "s.start_date, s.cancel_at_period_end, s.canceled_at, s.ended_at, s.threshold_amount_gte, "
-    "s.threshold_reset_anchor, s.metadata::text AS metadata, s.created"
+    "s.threshold_reset_anchor, s.metadata::text AS metadata, s.created, s.open_period_start"
 )
 SUBSCRIPTION_PRICE_COLUMNS = (
     "p.seq, p.id, p.livemode, p.product_id, p.active, p.currency, p.type, p.billing_scheme, "
@@ -82,6 +82,27 @@ class Subscription:
     metadata: dict[str, str]
     created: int
     items: tuple[SubscriptionItem, ...]
+    # The start of the first period not invoiced yet (None: none invoiced, the start date's).
+    open_period_start: int | None = None
+
+    def period_at(self, at_s: int) -> tuple[int, int]:
+        """The subscription's period holding ``at_s`` (its items share one billing interval)."""
+        recurring = self.items[0].price.recurring if self.items else None
+        if recurring is None:
+            return (self.start_date, self.billing_cycle_anchor)
+        return subscription_period(
+            self.start_date,
+            self.billing_cycle_anchor,
+            recurring.interval,
+            recurring.interval_count,
+            at_s,
+        )
+
+    def open_period(self) -> tuple[int, int]:
+        """The first period not invoiced yet: the one the closer invoices next."""
+        return self.period_at(
+            self.start_date if self.open_period_start is None else self.open_period_start
+        )
 
     def current_period(self, item: SubscriptionItem, now_s: int) -> tuple[int, int]:
         """The item's current period: from the start date to the anchor, then cycle periods."""
@@ -188,6 +209,7 @@ def _subscription(row: asyncpg.Record, items: Sequence[SubscriptionItem]) -> Sub
         metadata=orjson.loads(row["metadata"]),
         created=row["created"],
         items=tuple(items),
+        open_period_start=row["open_period_start"],
     )
 
 
