@@ -10,6 +10,7 @@ import asyncpg
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
+from aggregator.invoicing.closer import InvoiceCloser
 from aggregator.maintenance.retention import MaintenanceLoop
 from aggregator.notifications import EventNotifications
 from aggregator.rollups.consumer import RollupConsumer
@@ -34,10 +35,10 @@ async def serve_aggregator(settings: Settings) -> None:
     metrics_server, metrics_thread = start_http_server(
         metrics_port, addr=settings.http_host, registry=registry
     )
-    # The fold, the relay, the error-report consumer, its window closer, the webhook worker and
-    # maintenance each hold a connection briefly.
+    # The fold, the relay, the error-report consumer, its window closer, the webhook worker,
+    # maintenance and the invoice closer's workers each hold a connection briefly.
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=max(6, settings.db_pool_min)
+        settings.database_url, min_size=1, max_size=max(10, settings.db_pool_min)
     )
     relay = UsageRelay(settings, pool, registry)
     parts: list[Component] = [
@@ -45,6 +46,7 @@ async def serve_aggregator(settings: Settings) -> None:
         relay,
         EventNotifications(settings, pool, registry),
         MaintenanceLoop(settings, pool, registry),
+        InvoiceCloser(settings, pool, registry),
     ]
     try:
         await drive(

@@ -144,7 +144,9 @@ class IngestApp:
                 *WebhookEndpointsApi(self.pool).routes(),
                 *AlertsApi(self.pool).routes(),
                 *V1EventsApi(self.pool).routes(),
-                *billing_routes(self.pool, store),
+                *billing_routes(
+                    self.pool, store, invoice_grace_s=self.settings.aggregator.invoice_grace_s
+                ),
             ]
         )
         log.info("ingest ready")

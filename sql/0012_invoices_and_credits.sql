@@ -84,6 +84,8 @@ CREATE TABLE credit_grants (
     effective_at     bigint NOT NULL,
     expires_at       bigint,
     voided_at        bigint,
+    -- Whether the closer has expired what was left once `expires_at` passed.
+    expiry_recorded  boolean NOT NULL DEFAULT false,
     metadata         jsonb NOT NULL DEFAULT '{}',
     created          bigint NOT NULL,
     updated          bigint NOT NULL,
@@ -92,7 +94,8 @@ CREATE TABLE credit_grants (
 CREATE UNIQUE INDEX credit_grants_list ON credit_grants (account_id, livemode, seq);
 CREATE INDEX credit_grants_by_customer ON credit_grants (account_id, livemode, customer_id, seq);
 -- Grants whose expiry the ledger has yet to record.
-CREATE INDEX credit_grants_expiring ON credit_grants (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX credit_grants_expiring ON credit_grants (expires_at)
+    WHERE expires_at IS NOT NULL AND NOT expiry_recorded;
 
 -- The ledger: one row per `billing.credit_balance_transaction`, never updated or deleted. A
 -- grant's balance is its credits minus its debits.

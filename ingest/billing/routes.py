@@ -18,9 +18,9 @@ from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
 
 
-def billing_routes(pool: asyncpg.Pool, meters: MeterStore) -> list[Route]:
+def billing_routes(pool: asyncpg.Pool, meters: MeterStore, *, invoice_grace_s: int) -> list[Route]:
     customers = CustomerStore(pool)
-    subscriptions = SubscriptionStore(pool)
+    subscriptions = SubscriptionStore(pool, invoice_grace_s=invoice_grace_s)
     return [
         *CustomersApi(customers).routes(),
         *ProductsApi(ProductStore(pool)).routes(),

@@ -11,7 +11,9 @@ from typing import Any
 from meterflow.errors import ConfigurationError
 from meterflow.rules.events import MAX_PAST_S
 from meterflow.settings.roles import Settings
-from meterflow.windows import DAY_S
+from meterflow.windows import DAY_S, HOUR_S
+
+MAX_INVOICE_GRACE_S = 72 * HOUR_S
 
 # Environment variable -> (settings field, parser).
 _ENV: dict[str, tuple[str, type[Any]]] = {
@@ -45,6 +47,8 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
     "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
     "METERFLOW_ERROR_REPORT_GRACE_S": ("error_report_grace_s", float),
+    "METERFLOW_INVOICE_GRACE_S": ("invoice_grace_s", int),
+    "METERFLOW_INVOICE_TICK_S": ("invoice_tick_s", float),
     "METERFLOW_WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", float),
     "METERFLOW_WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", int),
     "METERFLOW_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", float),
@@ -83,6 +87,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if settings.aggregator.maintenance_interval_s <= 0:
         raise ConfigurationError("METERFLOW_MAINTENANCE_INTERVAL_S must be positive")
+    if not 0 <= settings.aggregator.invoice_grace_s <= MAX_INVOICE_GRACE_S:
+        raise ConfigurationError(
+            "METERFLOW_INVOICE_GRACE_S must be between 0 and 259200 (72 hours, as Stripe's)"
+        )
+    if settings.aggregator.invoice_tick_s <= 0:
+        raise ConfigurationError("METERFLOW_INVOICE_TICK_S must be positive")
     if not 0 <= settings.consumers.consumer_nice <= 19:
         raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
     return settings

@@ -66,6 +66,12 @@ class AggregatorSettings:
     # (by receipt time) and reported once the window has been over for the grace period.
     error_report_window_s: float = 10.0
     error_report_grace_s: float = 5.0
+    # Invoicing: a period's invoice is created when the period ends and finalized this long
+    # after (Stripe's finalization grace period, at most 72 hours); usage sent meanwhile counts.
+    invoice_grace_s: int = 3600
+    # How often the closer looks for periods to close, invoices to finalize, thresholds reached
+    # and grants expired.
+    invoice_tick_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

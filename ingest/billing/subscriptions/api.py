@@ -184,15 +184,15 @@ class SubscriptionsApi:
 
     async def cancel(self, request: Request, who: Principal) -> Response:
         values = dict(request.params())
-        # Accepted as Stripe's SDKs send them; invoicing at cancellation comes with invoices.
-        take_boolean(values, "invoice_now")
+        invoice_now = bool(take_boolean(values, "invoice_now"))
+        # Accepted as Stripe's SDKs send it; usage-based items are never prorated.
         take_boolean(values, "prorate")
         params = Params(values)
         params.no_expansion()
         params.finish()
         subscription_id = request.path_params["id"]
         await self._found(who, subscription_id)
-        if not await self._store.cancel(who, subscription_id, self._now()):
+        if not await self._store.cancel(who, subscription_id, self._now(), invoice_now=invoice_now):
             raise InvalidRequest(
                 f"The subscription {subscription_id} is already canceled.",
                 code="resource_missing",

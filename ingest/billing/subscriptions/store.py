@@ -14,6 +14,7 @@ from ingest.edge.auth import Principal
 from ingest.edge.list_pages import PageRequest
 from ingest.edge.object_params import MetadataChange
 from meterflow.billing.announce import announce
+from meterflow.billing.closing import invoice_at_cancel
 from meterflow.billing.objects.prices import Price, price_from_row
 from meterflow.billing.objects.subscriptions import (
     SUBSCRIPTION_PRICE_COLUMNS,
@@ -46,8 +47,9 @@ class NewItemRow:
 
 
 class SubscriptionStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, invoice_grace_s: int) -> None:
         self._pool = pool
+        self._grace_s = invoice_grace_s
 
     async def prices(self, who: Principal, price_ids: Sequence[str]) -> dict[str, Price]:
         rows = await self._pool.fetch(
@@ -153,20 +155,37 @@ class SubscriptionStore:
                 before=before.to_stripe(now_s),
             )  # fmt: skip
 
-    async def cancel(self, who: Principal, subscription_id: str, now_s: int) -> bool:
-        """Cancel now; False if it was canceled already."""
+    async def cancel(
+        self, who: Principal, subscription_id: str, now_s: int, *, invoice_now: bool
+    ) -> bool:
+        """Cancel now, first invoicing the periods that ended and, with ``invoice_now``, the
+        usage of the period in progress; False if it was canceled already."""
         async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                """UPDATE subscriptions SET status = 'canceled', canceled_at = $4, ended_at = $4
-                   WHERE id = $1 AND account_id = $2 AND livemode = $3
-                     AND status <> 'canceled'""",
+            subscription = await self._one(conn, who, subscription_id, lock=True)
+            if subscription is None or subscription.status == "canceled":
+                return False
+            open_start = (
+                await invoice_at_cancel(
+                    conn,
+                    who,
+                    subscription,
+                    now_s=now_s,
+                    grace_s=self._grace_s,
+                    invoice_now=invoice_now,
+                )
+                if subscription.items
+                else subscription.start_date
+            )
+            await conn.execute(
+                """UPDATE subscriptions SET status = 'canceled', canceled_at = $4, ended_at = $4,
+                       open_period_start = $5, next_close_at = NULL
+                   WHERE id = $1 AND account_id = $2 AND livemode = $3""",
                 subscription_id,
                 who.account_id,
                 who.livemode,
                 now_s,
+                open_start,
             )
-            if status == "UPDATE 0":
-                return False
             canceled = await self._one(conn, who, subscription_id)
             assert canceled is not None  # noqa: S101 - updated above
             await announce(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -13,3 +14,11 @@ class Owner(Protocol):
 
     @property
     def livemode(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMode:
+    """An :class:`Owner` named by its row, for processes that work across accounts."""
+
+    account_id: str
+    livemode: bool
