@@ -137,9 +137,10 @@ async def finalize_invoice(conn: Conn, owner: Owner, invoice_id: str, now_s: int
     subtotal = sum(line.net.amount for line in lines)
     due = subtotal - sum(credits)
     await conn.execute(
-        """UPDATE invoices SET status = CASE WHEN $3 = 0 THEN 'paid' ELSE 'open' END,
-               subtotal = $2, total_credits = $2 - $3, amount_due = $3, finalized_at = $4,
-               paid_at = CASE WHEN $3 = 0 THEN $4 END, number = $5
+        """UPDATE invoices SET status = CASE WHEN $3::bigint = 0 THEN 'paid' ELSE 'open' END,
+               subtotal = $2::bigint, total_credits = $2::bigint - $3::bigint,
+               amount_due = $3::bigint, finalized_at = $4::bigint,
+               paid_at = CASE WHEN $3::bigint = 0 THEN $4::bigint END, number = $5
            WHERE id = $1""",
         invoice_id,
         subtotal,

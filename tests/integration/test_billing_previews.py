@@ -5,64 +5,15 @@ negative totals, and two customers on one price."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import AccountFactory
+from tests.fixtures.billing import Billing
 from tests.fixtures.meter_events import hours_disagreeing_with_minutes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-MONTHLY = {"currency": "usd", "recurring[interval]": "month", "recurring[usage_type]": "metered"}
-
-
-class Billing:
-    def __init__(self, http: httpx.AsyncClient, key: str) -> None:
-        self._http = http
-        self._headers = {"Authorization": f"Bearer {key}"}
-
-    async def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
-        response = await self._http.post(path, data=form, headers=self._headers)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def meter(self, name: str, formula: str, **extra: str) -> str:
-        meter = await self.post(
-            "/v1/billing/meters",
-            {"display_name": name, "event_name": name, "default_aggregation[formula]": formula}
-            | extra,
-        )
-        meter_id: str = meter["id"]
-        return meter_id
-
-    async def price(self, meter: str, **terms: str) -> str:
-        price = await self.post(
-            "/v1/prices",
-            MONTHLY | {"recurring[meter]": meter, "product_data[name]": meter} | terms,
-        )
-        price_id: str = price["id"]
-        return price_id
-
-    async def event(self, name: str, customer: str, identifier: str, **extra: str) -> None:
-        form = {
-            "event_name": name,
-            "identifier": identifier,
-            "payload[stripe_customer_id]": customer,
-        }
-        for k, v in extra.items():
-            form[k if k == "timestamp" else f"payload[{k}]"] = v
-        await self.post("/v1/billing/meter_events", form)
-
-    async def lines(self, customer: str) -> tuple[int, dict[str, int]]:
-        preview = await self.post("/v1/invoices/create_preview", {"customer": customer})
-        by_price = {
-            line["pricing"]["price_details"]["price"]: line["amount"]
-            for line in preview["lines"]["data"]
-        }
-        return preview["amount_due"], by_price
 
 
 async def test_previews_rate_every_scheme_formula_and_correction_exactly(
