@@ -32,6 +32,9 @@ UNLIMITED = {
 }
 
 
+INVOICE_GRACE_ENV = "METERFLOW_INVOICE_GRACE_S"
+
+
 @dataclass(slots=True)
 class BenchStack:
     settings: Settings
@@ -96,6 +99,8 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
             "METERFLOW_AGGREGATOR_METRICS_PORT": str(metrics_port),
             "METERFLOW_ALERTS_METRICS_PORT": str(alerts_port),
             "METERFLOW_LOG_LEVEL": "WARNING",
+            # The closing phase waits out one grace period.
+            INVOICE_GRACE_ENV: "30",
         }
         ingest = meterflow_child("ingest", env, log_dir / "ingest.log")
         aggregator = meterflow_child("aggregator", env, log_dir / "aggregator.log")

@@ -34,11 +34,12 @@ from loadtest.bench.alert_latency import measure_alert_latency
 from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceiling
 from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
 from loadtest.bench.freshness import measure_freshness
+from loadtest.bench.invoice_closing import measure_closing
 from loadtest.bench.machine import load_average, machine_info
 from loadtest.bench.plots import plot_run
 from loadtest.bench.preview_latency import measure_previews
 from loadtest.bench.processes import mib, peak_rss_kib, peak_rss_tree_kib
-from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.stack import INVOICE_GRACE_ENV, BenchStack, bench_stack
 from loadtest.bench.tables import benchmarks_markdown, result_rows
 from loadtest.generator import run_load
 from loadtest.noop_server import running_noop_server
@@ -84,6 +85,9 @@ class SuitePlan:
     alert_probe_interval_s: float = 0.2
     alert_background_rate: float = 20_000.0
     preview_s: float = 25.0
+    closing_subscriptions: int = 10_000
+    closing_lead_s: float = 30.0
+    closing_deadline_s: float = 180.0
     fold_events: int = 200_000
     fold_deadline_s: float = 120.0
     kafka_records: int = 100_000
@@ -98,7 +102,18 @@ class SuitePlan:
     verify_timeout_s: float = 90.0
 
 
-PHASES = ("noop", "v2", "v1", "stream", "ceilings", "fold", "freshness", "alerts", "preview")
+PHASES = (
+    "noop",
+    "v2",
+    "v1",
+    "stream",
+    "ceilings",
+    "fold",
+    "freshness",
+    "alerts",
+    "preview",
+    "closing",
+)
 
 QUICK = SuitePlan(
     noop_s=3.0,
@@ -113,6 +128,8 @@ QUICK = SuitePlan(
     alert_probes=20,
     alert_background_rate=2_000.0,
     preview_s=4.0,
+    closing_subscriptions=500,
+    closing_lead_s=10.0,
     fold_events=10_000,
     kafka_records=10_000,
     kafka_s=3.0,
@@ -144,6 +161,7 @@ class Suite:
             "freshness": self._freshness,
             "alerts": self._alerts,
             "preview": self._previews,
+            "closing": self._closing,
         }
         for name, step in steps.items():
             if not only or name in only:
@@ -348,6 +366,24 @@ class Suite:
             ),
         )
         self.phases["preview"] = {**measured, "background": loaded.report}
+
+    async def _closing(self) -> None:
+        plan = self._plan
+        grace_s = int(self._stack.env[INVOICE_GRACE_ENV])
+        say(
+            f"closing {plan.closing_subscriptions:,} subscriptions at one period end "
+            f"({grace_s} s grace period)"
+        )
+        (account,) = await create_accounts(self._stack.database_url, 1, new_run_id())
+        self.phases["closing"] = await measure_closing(
+            self._stack.base_url,
+            self._stack.database_url,
+            account,
+            subscriptions=plan.closing_subscriptions,
+            grace_s=grace_s,
+            lead_s=plan.closing_lead_s,
+            deadline_s=plan.closing_deadline_s,
+        )
 
     def peak_rss(self) -> dict[str, float | None]:
         stack = self._stack
