@@ -9,6 +9,9 @@ One account has five ``sum`` meters, each with a metered price, and three custom
 - ``probe``: a fresh subscription; each freshness probe sends one event for it and polls the
   preview until the amount includes it.
 
+``month`` also holds a credit grant, and its live credit balance summary (which rates the open
+period's usage to know what the grant would cover) is timed beside the previews.
+
 Previews of ``month`` and ``day`` alternate, and freshness probes run beside them, while the
 caller drives background stream load; the ratio of the two previews' latencies shows how a
 preview's cost grows with the length of its period.
@@ -39,6 +42,13 @@ class _Api:
         self._client = httpx.AsyncClient(
             base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0
         )
+
+    async def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        response = await self._client.get(path, params=params)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+        body: dict[str, Any] = response.json()
+        return body
 
     async def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
         response = await self._client.post(path, data=form)
@@ -154,7 +164,23 @@ async def measure_previews(
             starts=starts,
             now_s=now_s,
         )
+        await api.post(
+            "/v1/billing/credit_grants",
+            {
+                "customer": customers["month"],
+                "amount[type]": "monetary",
+                "amount[monetary][currency]": "usd",
+                "amount[monetary][value]": "100000",
+                "applicability_config[scope][price_type]": "metered",
+            },
+        )
+        summary_params = {
+            "customer": customers["month"],
+            "filter[type]": "applicability_scope",
+            "filter[applicability_scope][price_type]": "metered",
+        }
         latency = {name: LatencyHistogram() for name in _PERIOD_DAYS}
+        summary = LatencyHistogram()
         freshness = LatencyHistogram()
         deadline = time.monotonic() + duration_s
 
@@ -164,6 +190,9 @@ async def measure_previews(
                     started = time.perf_counter()
                     await api.post("/v1/invoices/create_preview", {"customer": customers[name]})
                     latency[name].record_s(time.perf_counter() - started)
+                started = time.perf_counter()
+                await api.get("/v1/billing/credit_balance_summary", summary_params)
+                summary.record_s(time.perf_counter() - started)
 
         async def probe_loop() -> tuple[int, int]:
             probes = missing = 0
@@ -183,6 +212,8 @@ async def measure_previews(
             },
             "latency_ms": {name: h.summary_ms() for name, h in latency.items()},
             "previews": {name: h.count for name, h in latency.items()},
+            "credit_summary_latency_ms": summary.summary_ms(),
+            "credit_summaries": summary.count,
             "freshness_ms": freshness.summary_ms(),
             "probes": probe,
             "missing": missing,

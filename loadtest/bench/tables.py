@@ -134,7 +134,23 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(_alert_row(phases["alerts"]))
     if "preview" in phases:
         rows.extend(_preview_rows(phases["preview"]))
+    if "closing" in phases:
+        rows.append(_closing_row(phases["closing"]))
     return rows
+
+
+def _closing_row(phase: dict[str, Any]) -> Row:
+    drafted = phase["all_drafted_after_period_end_s"]
+    finalized = phase["all_finalized_after_grace_end_s"]
+    return (
+        f"Closing {_n(phase['subscriptions'])} subscriptions at one period end",
+        f"{_n(phase['finalized'])} finalized, {phase['wrong_amounts']} wrong amounts; every "
+        f"draft {'-' if drafted is None else f'{drafted:.1f} s'} after the period's end",
+        f"every invoice finalized {'-' if finalized is None else f'{finalized:.1f} s'} after "
+        f"the {phase['grace_s']} s grace period's end",
+        "-",
+        "-",
+    )
 
 
 def _alert_row(phase: dict[str, Any]) -> Row:
@@ -171,6 +187,18 @@ def _preview_rows(phase: dict[str, Any]) -> list[Row]:
                 f"{a['p50']:.1f} / {a['p95']:.1f} / {a['p99']:.1f} ms (max {a['max']:.1f})",
                 f"1-day period: p50 {day['p50']:.1f} ms" if compared else "-",
                 f"{month['p50'] / day['p50']:.1f}x the 1-day cost" if compared else "-",
+            )
+        )
+    if "credit_summary_latency_ms" in phase:
+        c = phase["credit_summary_latency_ms"]
+        rows.append(
+            (
+                f"Credit balance summary, live over {phase['meters']} metered items, 27-day "
+                "period",
+                f"{phase['credit_summaries']} summaries, {load}",
+                f"{c['p50']:.1f} / {c['p95']:.1f} / {c['p99']:.1f} ms (max {c['max']:.1f})",
+                "-",
+                "-",
             )
         )
     f = phase["freshness_ms"]
