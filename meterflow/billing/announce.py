@@ -23,6 +23,9 @@ BILLING_EVENT_TYPES = frozenset(
         "customer.subscription.created",
         "customer.subscription.updated",
         "customer.subscription.deleted",
+        "billing.credit_grant.created",
+        "billing.credit_grant.updated",
+        "billing.credit_balance_transaction.created",
     }
 )
 
