@@ -89,7 +89,9 @@ CREATE TABLE credit_grants (
     metadata         jsonb NOT NULL DEFAULT '{}',
     created          bigint NOT NULL,
     updated          bigint NOT NULL,
-    CHECK (expires_at IS NULL OR expires_at > effective_at)
+    -- Equal when the grant was expired (POST …/expire) in the second it took effect; the API
+    -- refuses a new expires_at that is not later than effective_at.
+    CHECK (expires_at IS NULL OR expires_at >= effective_at)
 );
 CREATE UNIQUE INDEX credit_grants_list ON credit_grants (account_id, livemode, seq);
 CREATE INDEX credit_grants_by_customer ON credit_grants (account_id, livemode, customer_id, seq);

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
+from ingest.billing.credits.grants_api import CreditGrantsApi
+from ingest.billing.credits.grants_store import CreditGrantStore
+from ingest.billing.credits.ledger_api import CreditLedgerApi
+from ingest.billing.credits.ledger_store import CreditLedgerStore
 from ingest.billing.customers.api import CustomersApi
 from ingest.billing.customers.store import CustomerStore
 from ingest.billing.invoices.api import InvoicesApi
@@ -27,4 +31,6 @@ def billing_routes(pool: asyncpg.Pool, meters: MeterStore, *, invoice_grace_s: i
         *PricesApi(PriceStore(pool), meters).routes(),
         *SubscriptionsApi(subscriptions).routes(),
         *InvoicesApi(PreviewStore(pool), subscriptions, customers).routes(),
+        *CreditGrantsApi(CreditGrantStore(pool)).routes(),
+        *CreditLedgerApi(CreditLedgerStore(pool)).routes(),
     ]

@@ -74,6 +74,15 @@ def _invalid(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, code="parameter_invalid", param=param)
 
 
+def parse_currency(params: Params, key: str) -> str:
+    """A required three-letter ISO currency code, lower-cased as Stripe stores it."""
+    currency = params.required_string(key, max_length=3).lower()
+    if not _CURRENCY.fullmatch(currency):
+        name = params.name(key)
+        raise _invalid(f"Invalid {name}: must be a three-letter ISO currency code.", name)
+    return currency
+
+
 def parse_amount(params: Params, key: str) -> Decimal | None:
     """``<key>`` (integer minor units) or ``<key>_decimal`` (up to 12 decimal places), not both."""
     whole = params.integer(key, minimum=0, maximum=MAX_UNIT_AMOUNT)
@@ -232,9 +241,7 @@ def parse_new_price(values: dict[str, Any]) -> NewPrice:
     """Create parameters (pure): every rule that needs no lookup."""
     active = take_boolean(values, "active")
     params = Params(values)
-    currency = params.required_string("currency", max_length=3).lower()
-    if not _CURRENCY.fullmatch(currency):
-        raise _invalid("Invalid currency: must be a three-letter ISO currency code.", "currency")
+    currency = parse_currency(params, "currency")
     product = params.string("product", max_length=255)
     product_data = _product_data(params)
     if product is not None and product_data is not None:

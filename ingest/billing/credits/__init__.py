@@ -1,0 +1,1 @@
+"""Billing credits: grants, the ledger of their balance transactions, and balance summaries."""
