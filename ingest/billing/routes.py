@@ -11,7 +11,8 @@ from ingest.billing.credits.ledger_store import CreditLedgerStore
 from ingest.billing.customers.api import CustomersApi
 from ingest.billing.customers.store import CustomerStore
 from ingest.billing.invoices.api import InvoicesApi
-from ingest.billing.invoices.store import PreviewStore
+from ingest.billing.invoices.store import InvoiceStore
+from ingest.billing.invoices.transitions import InvoiceTransitions
 from ingest.billing.prices.api import PricesApi
 from ingest.billing.prices.store import PriceStore
 from ingest.billing.products.api import ProductsApi
@@ -30,7 +31,9 @@ def billing_routes(pool: asyncpg.Pool, meters: MeterStore, *, invoice_grace_s: i
         *ProductsApi(ProductStore(pool)).routes(),
         *PricesApi(PriceStore(pool), meters).routes(),
         *SubscriptionsApi(subscriptions).routes(),
-        *InvoicesApi(PreviewStore(pool), subscriptions, customers).routes(),
+        *InvoicesApi(
+            InvoiceStore(pool), InvoiceTransitions(pool), subscriptions, customers
+        ).routes(),
         *CreditGrantsApi(CreditGrantStore(pool)).routes(),
         *CreditLedgerApi(CreditLedgerStore(pool)).routes(),
     ]

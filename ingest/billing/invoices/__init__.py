@@ -1,2 +1,2 @@
-"""``/v1/invoices/create_preview``: what a subscription's current period costs so far, rated
-from live usage."""
+"""``/v1/invoices``: the invoices the closer made (list, retrieve, lines, pay out of band, void)
+and ``create_preview``, what a subscription's current period costs so far."""

@@ -1,41 +1,73 @@
-"""What a preview reads: the meters' formulas and the products' names, and the usage of each
-metered item's period through the usage reader."""
+"""Invoices in PostgreSQL, read through the shared invoice loader and always scoped to one
+account and mode; and the preview's reads, in one consistent snapshot."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import asyncpg
 
+from ingest.billing.invoices.params import InvoiceListQuery
+from ingest.billing.invoices.preview import preview_invoice
 from ingest.edge.auth import Principal
-from meterflow.meters import Formula
-from meterflow.usage.keys import UsageSpan, UsageTotals
-from meterflow.usage.reader import usage_totals
+from ingest.edge.created_bounds import SQL_OPERATORS
+from meterflow.billing.objects.invoices import Invoice, load_invoice, load_invoices
+from meterflow.billing.objects.subscriptions import Subscription
 
 
-class PreviewStore:
+class InvoiceStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def meter_formulas(self, who: Principal, meter_ids: Sequence[str]) -> dict[str, Formula]:
-        rows = await self._pool.fetch(
-            """SELECT id, formula FROM meters
-               WHERE id = ANY($1::text[]) AND account_id = $2 AND livemode = $3""",
-            list(meter_ids),
-            who.account_id,
-            who.livemode,
-        )
-        return {r["id"]: r["formula"] for r in rows}
+    async def get(self, who: Principal, invoice_id: str) -> Invoice | None:
+        async with self._pool.acquire() as conn:
+            return await load_invoice(conn, who, invoice_id)
 
-    async def product_names(self, who: Principal, product_ids: Sequence[str]) -> dict[str, str]:
-        rows = await self._pool.fetch(
-            """SELECT id, name FROM products
-               WHERE id = ANY($1::text[]) AND account_id = $2 AND livemode = $3""",
-            list(product_ids),
-            who.account_id,
-            who.livemode,
-        )
-        return {r["id"]: r["name"] for r in rows}
+    async def page(
+        self, who: Principal, query: InvoiceListQuery
+    ) -> tuple[list[Invoice], bool] | None:
+        """Newest first, one page of invoices matching every filter of ``query``, and whether
+        more follow (None: the cursor names no invoice of the caller)."""
+        if query.status == "uncollectible":
+            return [], False
+        page = query.page
+        args: list[object] = []
+        conditions: list[str] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args) + 2}"
+
+        if page.cursor is not None:
+            seq = await self._pool.fetchval(
+                "SELECT seq FROM invoices WHERE id = $1 AND account_id = $2 AND livemode = $3",
+                page.cursor[1],
+                who.account_id,
+                who.livemode,
+            )
+            if seq is None:
+                return None
+            conditions.append(f"i.seq {'>' if page.ending_before else '<'} {arg(seq)}")
+        if query.customer is not None:
+            conditions.append(f"i.customer_id = {arg(query.customer)}")
+        if query.subscription is not None:
+            conditions.append(f"i.subscription_id = {arg(query.subscription)}")
+        if query.status is not None:
+            conditions.append(f"i.status = {arg(query.status)}")
+        for comparison, value in query.created:
+            conditions.append(f"i.created {SQL_OPERATORS[comparison]} {arg(value)}")
+        async with self._pool.acquire() as conn:
+            found = await load_invoices(
+                conn,
+                who,
+                " AND ".join(conditions) or "true",
+                args,
+                limit=page.limit + 1,
+                oldest_first=page.ending_before is not None,
+            )
+        has_more = len(found) > page.limit
+        found = found[: page.limit]
+        if page.ending_before is not None:
+            found.reverse()
+        return found, has_more
 
     async def active_subscription_ids(self, who: Principal, customer: str) -> list[str]:
         rows = await self._pool.fetch(
@@ -48,6 +80,18 @@ class PreviewStore:
         )
         return [r["id"] for r in rows]
 
-    async def usage(self, spans: Sequence[UsageSpan]) -> dict[UsageSpan, UsageTotals]:
-        async with self._pool.acquire() as conn:
-            return await usage_totals(conn, spans)
+    async def preview(
+        self,
+        who: Principal,
+        subscription: Subscription,
+        customer: tuple[str | None, str | None],
+        now_s: int,
+    ) -> Invoice:
+        """The preview of ``subscription``'s current period. Its reads (usage, earlier invoices,
+        grants) share one snapshot, so an invoice finalized meanwhile is either wholly in it,
+        usage and debits, or not at all."""
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            return await preview_invoice(conn, who, subscription, customer, now_s)
