@@ -6,9 +6,10 @@
   now: the ledger balance, less what is left of grants past their ``expires_at`` (whose
   ``credits_expired`` debit the closer may not have recorded yet), less what the customer's draft
   invoices (oldest ``finalize_at`` first) and then each active subscription's open period (unless
-  a draft covers it) would take from the counted grants. Every grant of the customer takes part in that simulation, as at
-  finalization, so a counted grant is only charged what finalization would charge it. The usage
-  is read from the rollups when asked, so an event shows as soon as the aggregator folds it.
+  a draft covers it) would take from the counted grants. Every grant of the customer takes part
+  in that simulation, as at finalization, so a counted grant is only charged what finalization
+  would charge it. The usage is read from the rollups when asked, so an event shows as soon as
+  the aggregator folds it.
 
 Which grants count: every grant of the customer; with ``grant``, that grant only; with
 ``prices``, the grants that could pay for one of those prices, i.e. whose scope is every metered
