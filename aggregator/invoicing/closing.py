@@ -15,7 +15,8 @@ from typing import Literal
 from meterflow.billing.accrual import accrued_lines
 from meterflow.billing.announce import announce
 from meterflow.billing.closing import finalize_invoice, invoice_period
-from meterflow.billing.ledger import LedgerEntry, append_entries, grant_balance
+from meterflow.billing.ledger import LedgerEntry, grant_balance
+from meterflow.billing.objects.credit_transactions import record_entries
 from meterflow.billing.objects.owners import AccountMode
 from meterflow.billing.objects.subscriptions import Subscription, load_subscriptions
 from meterflow.store.pg import Conn
@@ -191,7 +192,7 @@ async def expire_grant(conn: Conn, ref: RowRef, *, now_s: int) -> int:
         return 0
     left = await grant_balance(conn, ref.id, now_s)
     if left > 0:
-        await append_entries(
+        await record_entries(
             conn,
             ref.owner,
             [

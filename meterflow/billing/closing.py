@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from meterflow.billing.accrual import AccruedLine, accrued_lines
 from meterflow.billing.announce import announce
 from meterflow.billing.credits import apply_credits, credits_per_line
-from meterflow.billing.ledger import LedgerEntry, append_entries, customer_grants
+from meterflow.billing.ledger import LedgerEntry, customer_grants
+from meterflow.billing.objects.credit_transactions import record_entries
 from meterflow.billing.objects.invoices import BillingReason, Invoice, load_invoice
 from meterflow.billing.objects.owners import Owner
 from meterflow.billing.objects.prices import PRICE_COLUMNS, price_from_row
@@ -115,7 +116,7 @@ async def finalize_invoice(conn: Conn, owner: Owner, invoice_id: str, now_s: int
         credits,
         await line_descriptions(conn, lines),
     )
-    await append_entries(
+    await record_entries(
         conn,
         owner,
         [

@@ -206,6 +206,15 @@ async def test_finalization_applies_credits_in_grant_order_and_records_the_ledge
         ("credgr_promotional", 300),
         ("credgr_paid", 150),
     ]
+    announced = await pool.fetch(
+        """SELECT body FROM v1_events WHERE account_id = $1
+             AND type = 'billing.credit_balance_transaction.created' ORDER BY seq""",
+        account.account_id,
+    )
+    assert [
+        (t["credit_grant"], t["debit"]["type"], t["debit"]["amount"]["monetary"]["value"])
+        for t in (orjson.loads(r["body"])["data"]["object"] for r in announced)
+    ] == [("credgr_promotional", "credits_applied", 300), ("credgr_paid", "credits_applied", 150)]
 
 
 async def test_a_threshold_invoice_then_the_period_end_bill_the_usage_once(
