@@ -245,6 +245,7 @@ async def test_refusals_are_stripe_shaped_and_create_nothing(
         (grant_form(customer, 0), 400, "amount[monetary][value]"),
         (grant_form(customer, -10), 400, "amount[monetary][value]"),
         (grant_form(customer, currency="us1"), 400, "amount[monetary][currency]"),
+        (grant_form(customer, currency="xyz"), 400, "amount[monetary][currency]"),
         (grant_form(customer, currency="dollar"), 400, "amount[monetary][currency]"),
         (grant_form(customer) | prices(metered), 400, "applicability_config[scope][prices]"),
         (scoped(), 400, "applicability_config"),

@@ -17,6 +17,7 @@ from ingest.edge.object_params import (
     take_unset,
 )
 from ingest.edge.params import Params, missing_param
+from meterflow.billing.currencies import CURRENCIES
 from meterflow.billing.objects.prices import PriceType, Recurring, UsageType
 from meterflow.billing.periods import Interval
 from meterflow.billing.prices import PriceTerms, Tier, TiersMode, TransformQuantity
@@ -29,7 +30,6 @@ MAX_LOOKUP_KEYS = 10
 # interval -> most interval_count allowed: three years of each
 MAX_INTERVAL_COUNT: dict[str, int] = {"day": 1095, "week": 156, "month": 36, "year": 3}
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
-_CURRENCY = re.compile(r"[a-z]{3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +77,12 @@ def _invalid(message: str, param: str) -> InvalidRequest:
 def parse_currency(params: Params, key: str) -> str:
     """A required three-letter ISO currency code, lower-cased as Stripe stores it."""
     currency = params.required_string(key, max_length=3).lower()
-    if not _CURRENCY.fullmatch(currency):
+    if currency not in CURRENCIES:
         name = params.name(key)
-        raise _invalid(f"Invalid {name}: must be a three-letter ISO currency code.", name)
+        raise _invalid(
+            f"Invalid {name}: must be a supported three-letter ISO currency code, such as usd.",
+            name,
+        )
     return currency
 
 
