@@ -132,30 +132,3 @@ BEGIN
 END $$;
 CREATE TRIGGER credit_ledger_append_only BEFORE UPDATE OR DELETE ON credit_ledger
     FOR EACH ROW EXECUTE FUNCTION credit_ledger_append_only();
-
--- Credit balance alerts: a customer's live available balance at or below a monetary value.
-ALTER TABLE billing_alerts DROP CONSTRAINT billing_alerts_alert_type_check;
-ALTER TABLE billing_alerts ADD CONSTRAINT billing_alerts_alert_type_check
-    CHECK (alert_type IN ('usage_threshold', 'credit_balance_threshold'));
-ALTER TABLE billing_alerts
-    ALTER COLUMN meter_id DROP NOT NULL,
-    ALTER COLUMN gte DROP NOT NULL,
-    ALTER COLUMN recurrence DROP NOT NULL,
-    ADD COLUMN lte_currency text,
-    ADD COLUMN lte_value bigint,
-    ADD CONSTRAINT billing_alerts_shape CHECK (
-        (alert_type = 'usage_threshold'
-            AND meter_id IS NOT NULL AND gte IS NOT NULL AND recurrence IS NOT NULL)
-        OR (alert_type = 'credit_balance_threshold'
-            AND lte_currency IS NOT NULL AND lte_value IS NOT NULL AND customer IS NOT NULL));
-
--- Whether a credit balance alert is armed for its customer: it fires when the balance falls to
--- the threshold while armed, and re-arms once the evaluator sees the balance above it again.
-CREATE TABLE credit_alert_states (
-    alert_id     text PRIMARY KEY REFERENCES billing_alerts (id),
-    armed        boolean NOT NULL DEFAULT true,
-    firings      integer NOT NULL DEFAULT 0,
-    -- Set when a grant or a voided invoice changes the ledger: the evaluator rechecks it.
-    dirty        boolean NOT NULL DEFAULT true
-);
-CREATE INDEX credit_alert_states_dirty ON credit_alert_states (alert_id) WHERE dirty;
