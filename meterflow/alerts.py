@@ -1,7 +1,9 @@
 """Billing alerts as Stripe shows them, and the ``billing.alert.triggered`` v1 event.
 
 Shared by the alerts API (which renders alerts) and the alert evaluator (whose events embed the
-alert). Two wire shapes exist: API versions from ``2024-09-30.acacia`` on show
+alert). Two kinds exist: usage alerts (:class:`Alert`, ``usage_threshold``) and credit balance
+alerts (:class:`CreditBalanceAlert`, ``credit_balance_threshold``); each renders the other's field
+as ``null``. Two wire shapes exist: API versions from ``2024-09-30.acacia`` on show
 ``usage_threshold`` with ``filters``; older versions showed ``usage_threshold_config`` and a
 top-level ``filter``. Events always carry the current shape.
 """
@@ -14,7 +16,9 @@ from typing import Any, Literal, cast
 
 Recurrence = Literal["one_time", "daily", "monthly"]
 AlertStatus = Literal["active", "inactive", "archived"]
+AlertType = Literal["usage_threshold", "credit_balance_threshold"]
 RECURRENCES: tuple[Recurrence, ...] = ("one_time", "daily", "monthly")
+ALERT_TYPES: tuple[AlertType, ...] = ("usage_threshold", "credit_balance_threshold")
 
 OBJECT = "billing.alert"
 TRIGGERED_TYPE = "billing.alert.triggered"
@@ -25,7 +29,7 @@ EVENT_API_VERSION = "2024-09-30.acacia"
 
 ALERT_COLUMNS = (
     "id, account_id, livemode, alert_type, title, meter_id, customer, gte, recurrence, status, "
-    "created"
+    "created, lte_currency, lte_value"
 )
 
 
@@ -44,8 +48,30 @@ class Alert:
     created: int  # unix seconds
 
 
+@dataclass(frozen=True, slots=True)
+class CreditBalanceAlert:
+    """Fires when the customer's available credit balance in ``currency`` is at most ``lte``."""
+
+    id: str
+    account_id: str
+    livemode: bool
+    title: str
+    customer: str
+    currency: str  # ISO 4217, lower case
+    lte: int  # minor units, >= 0
+    status: AlertStatus
+    created: int  # unix seconds
+
+    @property
+    def alert_type(self) -> AlertType:
+        return "credit_balance_threshold"
+
+
+AnyAlert = Alert | CreditBalanceAlert
+
+
 def alert_from_row(row: Mapping[str, Any]) -> Alert:
-    """An :class:`Alert` from a row selected with :data:`ALERT_COLUMNS`."""
+    """A usage :class:`Alert` from a row selected with :data:`ALERT_COLUMNS`."""
     return Alert(
         id=row["id"],
         account_id=row["account_id"],
@@ -61,6 +87,28 @@ def alert_from_row(row: Mapping[str, Any]) -> Alert:
     )
 
 
+def credit_alert_from_row(row: Mapping[str, Any]) -> CreditBalanceAlert:
+    """A :class:`CreditBalanceAlert` from a row selected with :data:`ALERT_COLUMNS`."""
+    return CreditBalanceAlert(
+        id=row["id"],
+        account_id=row["account_id"],
+        livemode=row["livemode"],
+        title=row["title"],
+        customer=row["customer"],
+        currency=row["lte_currency"],
+        lte=int(row["lte_value"]),
+        status=cast(AlertStatus, row["status"]),
+        created=int(row["created"]),
+    )
+
+
+def any_alert_from_row(row: Mapping[str, Any]) -> AnyAlert:
+    """Either kind of alert, from a row selected with :data:`ALERT_COLUMNS`."""
+    if row["alert_type"] == "credit_balance_threshold":
+        return credit_alert_from_row(row)
+    return alert_from_row(row)
+
+
 def uses_legacy_shape(stripe_version: str | None) -> bool:
     """Whether a request's ``Stripe-Version`` predates ``usage_threshold`` (no header: current)."""
     if not stripe_version:
@@ -69,10 +117,9 @@ def uses_legacy_shape(stripe_version: str | None) -> bool:
 
 
 def alert_object(
-    alert: Alert, *, legacy: bool = False, meter: dict[str, Any] | None = None
+    alert: AnyAlert, *, legacy: bool = False, meter: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``billing.alert`` object; ``meter`` is the expanded meter object when asked for."""
-    meter_field: str | dict[str, Any] = alert.meter_id if meter is None else meter
     body: dict[str, Any] = {
         "id": alert.id,
         "object": OBJECT,
@@ -81,18 +128,18 @@ def alert_object(
         "status": alert.status,
         "title": alert.title,
     }
+    if isinstance(alert, CreditBalanceAlert):
+        return body | _credit_balance_fields(alert, legacy=legacy)
+    meter_field: str | dict[str, Any] = alert.meter_id if meter is None else meter
     if legacy:
-        body["filter"] = (
-            None
-            if alert.customer is None
-            else {"customer": alert.customer, "subscription": None, "subscription_item": None}
-        )
+        body["filter"] = None if alert.customer is None else _legacy_filter(alert.customer)
         body["usage_threshold_config"] = {
             "gte": alert.gte,
             "meter": meter_field,
             "recurrence": alert.recurrence,
         }
     else:
+        body["credit_balance_threshold"] = None
         body["usage_threshold"] = {
             "filters": None
             if alert.customer is None
@@ -104,8 +151,34 @@ def alert_object(
     return body
 
 
+def _legacy_filter(customer: str) -> dict[str, Any]:
+    return {"customer": customer, "subscription": None, "subscription_item": None}
+
+
+def _credit_balance_fields(alert: CreditBalanceAlert, *, legacy: bool) -> dict[str, Any]:
+    """``credit_balance_threshold`` (only ``monetary`` balances), and the usage field as null.
+    API versions before credit balance alerts never saw one; they get its customer in the old
+    top-level ``filter`` as well."""
+    fields: dict[str, Any] = {
+        "credit_balance_threshold": {
+            "filters": [{"customer": alert.customer, "type": "customer"}],
+            "lte": {
+                "balance_type": "monetary",
+                "custom_pricing_unit": None,
+                "monetary": {"currency": alert.currency, "value": alert.lte},
+            },
+        },
+    }
+    if legacy:
+        fields["filter"] = _legacy_filter(alert.customer)
+        fields["usage_threshold_config"] = None
+    else:
+        fields["usage_threshold"] = None
+    return fields
+
+
 def alert_triggered_event(
-    *, event_id: str, alert: Alert, customer: str, value: int, created: int
+    *, event_id: str, alert: AnyAlert, customer: str, value: int, created: int
 ) -> dict[str, Any]:
     """The v1 ``billing.alert.triggered`` event for one firing, as stored, listed and delivered.
 

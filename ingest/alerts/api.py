@@ -1,4 +1,5 @@
-"""``/v1/billing/alerts``: create, retrieve, list, activate, deactivate, archive.
+"""``/v1/billing/alerts``: create, retrieve, list, activate, deactivate, archive, for usage
+alerts (``usage_threshold``) and credit balance alerts (``credit_balance_threshold``).
 
 Alerts render in the shape of the caller's ``Stripe-Version``: ``usage_threshold`` from
 2024-09-30 on (and without the header), ``usage_threshold_config`` + ``filter`` before it.
@@ -14,11 +15,14 @@ from typing import Any
 
 import asyncpg
 
-from ingest.alerts.params import expands_meter, parse_list_query, parse_new_alert
+from ingest.alerts.credit_params import CUSTOMER_PARAM, NewCreditBalanceAlert
+from ingest.alerts.params import NewAlert, expands_meter, parse_list_query, parse_new_alert
 from ingest.alerts.store import (
     MAX_ALERTS_PER_METER_CUSTOMER,
+    MAX_CREDIT_ALERTS_PER_CUSTOMER,
     AlertLimitReached,
     AlertStore,
+    CustomerNotFound,
     MeterInactive,
     MeterNotFound,
 )
@@ -28,7 +32,7 @@ from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
 from ingest.meters.store import MeterStore
-from meterflow.alerts import Alert, AlertStatus, alert_object, uses_legacy_shape
+from meterflow.alerts import Alert, AlertStatus, AnyAlert, alert_object, uses_legacy_shape
 
 BASE = "/v1/billing/alerts"
 
@@ -67,8 +71,16 @@ class AlertsApi:
 
     async def create(self, request: Request, who: Principal) -> Response:
         new = parse_new_alert(request.params())
+        if isinstance(new, NewCreditBalanceAlert):
+            return json_response(
+                await self._render(who, await self._create_credit(who, new), request, expand=False)
+            )
+        alert = await self._create_usage(who, new)
+        return json_response(await self._render(who, alert, request, expand=new.expand_meter))
+
+    async def _create_usage(self, who: Principal, new: NewAlert) -> AnyAlert:
         try:
-            alert = await self._store.create(who, new, int(self._clock()))
+            return await self._store.create(who, new, int(self._clock()))
         except MeterNotFound as exc:
             raise InvalidRequest(
                 f"No such billing meter: '{new.meter_id}'",
@@ -90,7 +102,23 @@ class AlertsApi:
                 "and customer. Archive one before creating another.",
                 param=new.meter_param,
             ) from exc
-        return json_response(await self._render(who, alert, request, expand=new.expand_meter))
+
+    async def _create_credit(self, who: Principal, new: NewCreditBalanceAlert) -> AnyAlert:
+        try:
+            return await self._store.create_credit(who, new, int(self._clock()))
+        except CustomerNotFound as exc:
+            raise InvalidRequest(
+                f"No such customer: '{new.customer}'",
+                code="resource_missing",
+                param=CUSTOMER_PARAM,
+            ) from exc
+        except AlertLimitReached as exc:
+            raise InvalidRequest(
+                f"The customer '{new.customer}' already has {MAX_CREDIT_ALERTS_PER_CUSTOMER} "
+                "credit balance alerts, the most allowed per customer. Archive one before "
+                "creating another.",
+                param=CUSTOMER_PARAM,
+            ) from exc
 
     async def retrieve(self, request: Request, who: Principal) -> Response:
         expand = _single_object_expand(request)
@@ -120,7 +148,11 @@ class AlertsApi:
     async def list(self, request: Request, who: Principal) -> Response:
         query = parse_list_query(Params(request.params()))
         page = await self._store.page(
-            who, query.page, alert_type=query.alert_type, meter_id=query.meter_id
+            who,
+            query.page,
+            alert_type=query.alert_type,
+            meter_id=query.meter_id,
+            customer=query.customer,
         )
         if page is None:
             assert query.page.cursor is not None  # noqa: S101 - only a cursor can miss
@@ -129,13 +161,13 @@ class AlertsApi:
         alerts, has_more = page
         meters = {}
         if query.expand_meter:
-            meters = await self._meter_objects(who, (a.meter_id for a in alerts))
+            meters = await self._meter_objects(who, (_meter_of(a) for a in alerts))
         legacy = _legacy(request)
         return json_response(
             {
                 "object": "list",
                 "data": [
-                    alert_object(a, legacy=legacy, meter=meters.get(a.meter_id)) for a in alerts
+                    alert_object(a, legacy=legacy, meter=meters.get(_meter_of(a))) for a in alerts
                 ],
                 "has_more": has_more,
                 "url": BASE,
@@ -143,21 +175,29 @@ class AlertsApi:
         )
 
     async def _render(
-        self, who: Principal, alert: Alert, request: Request, *, expand: bool
+        self, who: Principal, alert: AnyAlert, request: Request, *, expand: bool
     ) -> dict[str, Any]:
-        meters = await self._meter_objects(who, [alert.meter_id]) if expand else {}
-        return alert_object(alert, legacy=_legacy(request), meter=meters.get(alert.meter_id))
+        meter_id = _meter_of(alert)
+        meters = await self._meter_objects(who, [meter_id]) if expand else {}
+        return alert_object(alert, legacy=_legacy(request), meter=meters.get(meter_id))
 
     async def _meter_objects(
-        self, who: Principal, meter_ids: Iterable[str]
-    ) -> dict[str, dict[str, Any]]:
+        self, who: Principal, meter_ids: Iterable[str | None]
+    ) -> dict[str | None, dict[str, Any]]:
         """The ``billing.meter`` objects to embed, one lookup per distinct meter."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str | None, dict[str, Any]] = {}
         for meter_id in dict.fromkeys(meter_ids):
+            if meter_id is None:
+                continue
             meter = await self._meters.get(who, meter_id)
             if meter is not None:
                 found[meter_id] = meter.to_stripe()
         return found
+
+
+def _meter_of(alert: AnyAlert) -> str | None:
+    """The meter a usage alert watches; a credit balance alert has none to expand."""
+    return alert.meter_id if isinstance(alert, Alert) else None
 
 
 def _single_object_expand(request: Request) -> bool:

@@ -1,6 +1,7 @@
 """Billing alert parameters: reading and validating them, without I/O.
 
-Create takes two shapes. The current one (API versions from ``2024-09-30.acacia``) nests
+``alert_type=credit_balance_threshold`` continues in :mod:`ingest.alerts.credit_params`; a usage
+alert's create takes two shapes. The current one (API versions from ``2024-09-30.acacia``) nests
 everything under ``usage_threshold`` with the customer in ``usage_threshold[filters][0]``; the
 older one, which existing integrations still send, has ``usage_threshold_config`` and a top-level
 ``filter``. A request uses exactly one of them. Whether the meter exists and is active, and the
@@ -13,13 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ingest.alerts.credit_params import (
+    CREDIT,
+    MAX_CUSTOMER_ID,
+    NewCreditBalanceAlert,
+    parse_new_credit_alert,
+)
 from ingest.edge.errors import InvalidRequest
 from ingest.edge.list_pages import PageRequest, page_request
 from ingest.edge.params import Params, missing_param
-from meterflow.alerts import RECURRENCES, Recurrence
+from meterflow.alerts import ALERT_TYPES, RECURRENCES, Recurrence
 from meterflow.rules.events import MAX_PAYLOAD_VALUE_LENGTH
 
-ALERT_TYPES = ("usage_threshold",)
 MAX_TITLE = 256
 MAX_METER_ID = 255
 MAX_FILTERS = 1
@@ -53,6 +59,7 @@ class AlertListQuery:
     page: PageRequest
     alert_type: str | None
     meter_id: str | None
+    customer: str | None
     expand_meter: bool
 
 
@@ -71,9 +78,25 @@ def expands_meter(params: Params, *, prefix: str = "") -> bool:
     return wanted
 
 
-def parse_new_alert(values: Mapping[str, Any]) -> NewAlert:
-    """Validate create parameters of either shape."""
-    values = dict(values)
+def parse_new_alert(values: Mapping[str, Any]) -> NewAlert | NewCreditBalanceAlert:
+    """Validate create parameters of either alert type (and either usage alert shape)."""
+    head = Params(values)
+    alert_type = head.choice("alert_type", ALERT_TYPES, required=True)
+    title = head.required_string("title", max_length=MAX_TITLE, printable=True)
+    rest = {k: v for k, v in values.items() if k not in ("alert_type", "title")}
+    if alert_type == "credit_balance_threshold":
+        return parse_new_credit_alert(rest, title)
+    return _parse_usage_alert(rest, title)
+
+
+def _parse_usage_alert(values: dict[str, Any], title: str) -> NewAlert:
+    if CREDIT in values:
+        raise InvalidRequest(
+            f"You cannot pass {CREDIT} with alert_type=usage_threshold; use "
+            f"alert_type={CREDIT} for a credit balance alert.",
+            code="parameter_invalid",
+            param=CREDIT,
+        )
     current = values.get(CURRENT)
     raw_filters: Any = None
     if isinstance(current, Mapping) and "filters" in current:
@@ -82,8 +105,6 @@ def parse_new_alert(values: Mapping[str, Any]) -> NewAlert:
         raw_filters = current.pop("filters")
         values[CURRENT] = current
     params = Params(values)
-    params.choice("alert_type", ALERT_TYPES, required=True)
-    title = params.required_string("title", max_length=MAX_TITLE, printable=True)
     legacy = _which_shape(params)
     shape = LEGACY if legacy else CURRENT
     threshold = params.object(shape, required=True)
@@ -191,10 +212,11 @@ def _legacy_customer(params: Params) -> str | None:
 
 
 def parse_list_query(params: Params) -> AlertListQuery:
-    """``alert_type``, ``meter``, the v1 pagination parameters and ``expand``."""
+    """``alert_type``, ``meter``, ``customer``, the v1 pagination parameters and ``expand``."""
     page = page_request(params)
     alert_type = params.choice("alert_type", ALERT_TYPES)
     meter_id = params.string("meter", max_length=MAX_METER_ID)
+    customer = params.string("customer", max_length=max(MAX_CUSTOMER, MAX_CUSTOMER_ID))
     expand_meter = expands_meter(params, prefix="data.")
     params.finish()
-    return AlertListQuery(page, alert_type, meter_id, expand_meter)
+    return AlertListQuery(page, alert_type, meter_id, customer, expand_meter)

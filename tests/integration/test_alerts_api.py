@@ -18,7 +18,8 @@ from tests.fixtures.meter_events_http import auth, create_meter, v1_error
 pytestmark = pytest.mark.integration
 
 ALERTS = "/v1/billing/alerts"
-ALERT_KEYS = {"id", "object", "alert_type", "livemode", "status", "title", "usage_threshold"}
+ALERT_KEYS = {"id", "object", "alert_type", "livemode", "status", "title", "usage_threshold",
+              "credit_balance_threshold"}  # fmt: skip
 LEGACY_KEYS = {"id", "object", "alert_type", "livemode", "status", "title", "filter",
                "usage_threshold_config"}  # fmt: skip
 OLD_VERSION = {"Stripe-Version": "2024-06-20"}
@@ -78,6 +79,7 @@ async def test_create_and_retrieve_answer_the_current_shape(
         "livemode": False,
         "status": "active",
         "title": "Tokens over 1000",
+        "credit_balance_threshold": None,
         "usage_threshold": {
             "filters": [{"customer": "cus_1", "type": "customer"}],
             "gte": 1000,
@@ -156,8 +158,10 @@ async def test_list_filters_paginates_and_leaves_out_archived(
 
     missing = await http.get(ALERTS, params={"starting_after": "alrt_nope"}, headers=auth(key))
     assert v1_error(missing, 404)["param"] == "starting_after"
+    assert await ids(alert_type="credit_balance_threshold") == ([], False)
+    assert await ids(customer="cus_a") == ([a["id"]], False)
     for params, param in (
-        ({"alert_type": "credit_balance_threshold"}, "alert_type"),
+        ({"alert_type": "spend_threshold"}, "alert_type"),
         ({"limit": "0"}, "limit"),
         ({"status": "active"}, "status"),
     ):

@@ -106,6 +106,7 @@ async def test_python_sdk_alert_lifecycle(ingest_url: str, make_account: Account
         "livemode": False,
         "status": "active",
         "title": "Over 1000",
+        "credit_balance_threshold": None,
         "usage_threshold": {
             "filters": [{"customer": "cus_py", "type": "customer"}],
             "gte": 1000,
@@ -191,6 +192,7 @@ async def test_node_sdk_alert_lifecycle(ingest_url: str, make_account: AccountFa
         "livemode": False,
         "status": "active",
         "title": "Over 1000",
+        "credit_balance_threshold": None,
         "usage_threshold": {
             "filters": [{"customer": "cus_node", "type": "customer"}],
             "gte": 1000,

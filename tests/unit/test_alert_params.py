@@ -39,8 +39,14 @@ def _form(fields: Mapping[str, str | None]) -> dict[str, Any]:
     return decode_urlencoded(urlencode(pairs).encode())
 
 
+def _usage(values: Mapping[str, Any]) -> NewAlert:
+    alert = parse_new_alert(values)
+    assert isinstance(alert, NewAlert)
+    return alert
+
+
 def _parse(fields: Mapping[str, str | None]) -> NewAlert:
-    return parse_new_alert(_form(fields))
+    return _usage(_form(fields))
 
 
 def test_current_shape_with_a_customer_filter() -> None:
@@ -77,7 +83,7 @@ def test_legacy_shape_with_a_top_level_filter() -> None:
 
 
 def test_json_bodies_take_integers_and_arrays() -> None:
-    alert = parse_new_alert(
+    alert = _usage(
         {
             "alert_type": "usage_threshold",
             "title": "JSON",
@@ -121,8 +127,10 @@ def test_json_bodies_take_integers_and_arrays() -> None:
         ({"usage_threshold[recurrence]": "weekly"}, "usage_threshold[recurrence]"),
         ({"usage_threshold[recurrence]": None}, "usage_threshold[recurrence]"),
         # The alert itself.
-        ({"alert_type": "credit_balance_threshold"}, "alert_type"),
+        ({"alert_type": "spend_threshold"}, "alert_type"),
         ({"alert_type": None}, "alert_type"),
+        ({"credit_balance_threshold[lte][balance_type]": "monetary"},
+         "credit_balance_threshold"),
         ({"title": None}, "title"),
         ({"title": ""}, "title"),
         ({"title": "   "}, "title"),
@@ -205,12 +213,9 @@ def test_subscription_filters_say_why() -> None:
 
 def test_list_query_defaults_filters_and_expansion() -> None:
     query = parse_list_query(Params(_form({})))
-    assert (query.page.limit, query.alert_type, query.meter_id, query.expand_meter) == (
-        10,
-        None,
-        None,
-        False,
-    )
+    assert (
+        query.page.limit, query.alert_type, query.meter_id, query.customer, query.expand_meter
+    ) == (10, None, None, None, False)  # fmt: skip
     query = parse_list_query(
         Params(
             _form(
@@ -231,6 +236,10 @@ def test_list_query_defaults_filters_and_expansion() -> None:
         True,
     )
     assert query.page.cursor == ("starting_after", "alrt_x")
+    query = parse_list_query(
+        Params(_form({"alert_type": "credit_balance_threshold", "customer": "cus_1"}))
+    )
+    assert (query.alert_type, query.customer) == ("credit_balance_threshold", "cus_1")
 
 
 @pytest.mark.parametrize(
