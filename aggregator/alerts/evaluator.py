@@ -5,6 +5,10 @@ offsets live in ``consumer_offsets``, written in the same transaction as the fir
 records, and every partition assignment seeks to them. Within one group the offset fence decides
 which evaluator evaluates a batch; across groups the firing's primary key decides which one records
 it, so any number of evaluators may run, in one consumer group or in several.
+
+Each batch also evaluates the credit balance alerts of the customers whose usage it changed
+(:mod:`aggregator.alerts.credit`), and a sweep beside the consumer evaluates the customers whose
+credit ledger or grants changed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ from collections.abc import Callable, Sequence
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from aggregator.alerts.credit.evaluation import (
+    SWEEP_INTERVAL_S,
+    RecheckSweep,
+    evaluate_credit_alerts,
+    observe,
+)
+from aggregator.alerts.credit.metrics import CreditAlertMetrics
+from aggregator.alerts.credit.rules import CustomerKey, customers_of
 from aggregator.alerts.metrics import AlertMetrics
 from aggregator.alerts.periods import TouchedUsage, candidates, collapse, firings, usage_query
 from aggregator.alerts.store import (
@@ -55,11 +67,13 @@ class AlertEvaluator(StoredOffsetConsumer):
         *,
         producer_factory: Callable[[], Producer] | None = None,
         clock: Callable[[], float] = time.time,
+        credit_sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
         bootstrap = settings.kafka_bootstrap_servers
         if not bootstrap:
             raise ConfigurationError("the alert evaluator needs KAFKA_BOOTSTRAP_SERVERS")
         self.metrics = AlertMetrics(registry)
+        self.credit_metrics = CreditAlertMetrics(registry)
         super().__init__(
             settings,
             pool,
@@ -82,6 +96,10 @@ class AlertEvaluator(StoredOffsetConsumer):
         self.publisher = V1EventPublisher(
             producer, v1_events_topic(settings.topic_prefix), pool, self.metrics, clock=clock
         )
+        self.credit_sweep = RecheckSweep(
+            pool, self.publisher, self.credit_metrics, clock=clock,
+            interval_s=credit_sweep_interval_s,
+        )  # fmt: skip
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -90,6 +108,7 @@ class AlertEvaluator(StoredOffsetConsumer):
     def request_stop(self) -> None:
         super().request_stop()
         self.publisher.request_stop()
+        self.credit_sweep.request_stop()
 
     async def stop(self) -> None:
         """Leave the consumer group, then close the producer."""
@@ -99,10 +118,11 @@ class AlertEvaluator(StoredOffsetConsumer):
             await self.publisher.stop()
 
     async def run(self) -> None:
-        """Evaluate batches and sweep unpublished events until asked to stop; the batch in hand
-        finishes."""
+        """Evaluate batches, sweep credit alert rechecks and unpublished events until asked to
+        stop; the batch in hand finishes."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.publisher.run_sweeps(), name="alert-event-sweep")
+            group.create_task(self.credit_sweep.run(), name="credit-alert-rechecks")
             group.create_task(super().run(), name="alert-evaluation")
 
     def _decode(self, batch: Batch) -> list[UsageChange]:
@@ -128,15 +148,18 @@ class AlertEvaluator(StoredOffsetConsumer):
         4. Expand each into its periods; drop the (alert, customer, period) that fired before.
         5. Read the usage of the remaining periods from the minute rollups (one query).
         6. Record the firings whose key is new, with their events and webhook deliveries.
-        7. Advance the stored offsets past the batch. Steps 2 to 7 commit together or not at all.
-        8. After the commit, put the events on the events topic and mark them published; the
+        7. Evaluate the credit balance alerts of the batch's customers: lock their states (one
+           query for the batch), read each such customer's balance, record firings, (re-)arm.
+        8. Advance the stored offsets past the batch. Steps 2 to 8 commit together or not at all.
+        9. After the commit, put the events on the events topic and mark them published; the
            publisher's sweep covers a crash or a Kafka failure in between.
-        9. Record the positions for lag and tell Kafka (advisory).
+        10. Record the positions for lag and tell Kafka (advisory).
         """
         started = time.perf_counter()
         offsets = batch_offsets(batch)
         spans = spans_of(offsets)
         touched = collapse(self._decode(batch))
+        now_ms = int(self._clock() * 1000)
         async with self._pool.acquire() as conn, conn.transaction():
             await fence_offsets(conn, self._group, self._topic, spans)
             watches = await watching_alerts(conn, list(touched))
@@ -145,10 +168,20 @@ class AlertEvaluator(StoredOffsetConsumer):
             pending = [c for c in pending if c.firing_key not in done]
             usage = await usage_totals(conn, list({usage_query(c): None for c in pending}))
             fired = firings(pending, usage)
-            recorded = await record_firings(conn, fired, now_ms=int(self._clock() * 1000))
+            recorded = await record_firings(conn, fired, now_ms=now_ms)
+            credit = await evaluate_credit_alerts(conn, customers_of(touched), now_ms=now_ms)
             await advance_offsets(conn, self._group, self._topic, spans)
         self._observe(batch, recorded, touched, started)
-        await self.publisher.publish([_stored(r) for r in recorded])
+        observe(
+            self.credit_metrics,
+            "usage",
+            credit,
+            received_ms=_received_by_customer(touched),
+            committed_ms=int(self._clock() * 1000),
+        )
+        await self.publisher.publish(
+            [_stored(r) for r in recorded] + [r.stored() for r in credit.recorded]
+        )
         await self.folded(offsets)
 
     def _observe(
@@ -170,6 +203,16 @@ class AlertEvaluator(StoredOffsetConsumer):
         self.metrics.batches.inc()
         self.metrics.batch_records.observe(records)
         self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
+
+
+def _received_by_customer(touched: dict[UsageKey, TouchedUsage]) -> dict[CustomerKey, int]:
+    """Per customer, the receipt of the latest event behind the batch's changes."""
+    received: dict[CustomerKey, int] = {}
+    for (account_id, livemode, _, customer), usage in touched.items():
+        if usage.last_received_ms is not None:
+            key = (account_id, livemode, customer)
+            received[key] = max(received.get(key, 0), usage.last_received_ms)
+    return received
 
 
 def _stored(recorded: RecordedFiring) -> StoredEvent:

@@ -29,8 +29,9 @@ async def serve_alerts(settings: Settings) -> None:
     metrics_server, metrics_thread = start_http_server(
         settings.alerts.alerts_metrics_port, addr=settings.http_host, registry=registry
     )
-    # The evaluation and the sweep each hold a connection briefly.
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    # The evaluation, the credit alert rechecks and the event sweep each hold a connection
+    # briefly; one more lets the publisher mark events published meanwhile.
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     evaluator = AlertEvaluator(settings, pool, registry)
     try:
         await drive(
