@@ -57,7 +57,7 @@ async def create_probe_alert(base_url: str, account: AccountPlan) -> str:
     return str(document["id"])
 
 
-class _Notifications:
+class TriggeredNotifications:
     """Append times (ms) of alert notifications per customer, read from the events topic."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
@@ -148,7 +148,7 @@ async def measure_alert_latency(
 ) -> dict[str, Any]:
     """``account.meters[0]`` must be a raw ``count`` meter; the caller runs background load."""
     alert_id = await create_probe_alert(base_url, account)
-    notifications = _Notifications(bootstrap, v1_events_topic(topic_prefix))
+    notifications = TriggeredNotifications(bootstrap, v1_events_topic(topic_prefix))
     await notifications.start()
     sent_ms: dict[str, int] = {}
     budget = [max_probes]

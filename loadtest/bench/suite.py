@@ -10,7 +10,9 @@ Phases, in order (each short; the whole suite stays well under ten minutes on tw
 6. freshness (200 → visible in summaries) under light background load;
 7. alert notification latency (event sent → ``billing.alert.triggered`` on the events topic)
    under a fixed stream background load;
-8. peak RSS of every process.
+8. credit balance alert latency (crossing event accepted → ``billing.alert.triggered`` on the
+   events topic) under the same stream background load;
+9. peak RSS of every process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import uvloop
 
 from loadtest.bench.alert_latency import measure_alert_latency
 from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceiling
+from loadtest.bench.credit_alert_latency import measure_credit_alert_latency, provision_probes
 from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
 from loadtest.bench.freshness import measure_freshness
 from loadtest.bench.invoice_closing import measure_closing
@@ -84,6 +87,8 @@ class SuitePlan:
     alert_probers: int = 4
     alert_probe_interval_s: float = 0.2
     alert_background_rate: float = 20_000.0
+    credit_alert_s: float = 25.0
+    credit_alert_probes: int = 300
     preview_s: float = 25.0
     closing_subscriptions: int = 10_000
     closing_lead_s: float = 30.0
@@ -111,6 +116,7 @@ PHASES = (
     "fold",
     "freshness",
     "alerts",
+    "credit_alerts",
     "preview",
     "closing",
 )
@@ -127,6 +133,8 @@ QUICK = SuitePlan(
     alert_s=4.0,
     alert_probes=20,
     alert_background_rate=2_000.0,
+    credit_alert_s=4.0,
+    credit_alert_probes=20,
     preview_s=4.0,
     closing_subscriptions=500,
     closing_lead_s=10.0,
@@ -160,6 +168,7 @@ class Suite:
             "fold": self._folds,
             "freshness": self._freshness,
             "alerts": self._alerts,
+            "credit_alerts": self._credit_alerts,
             "preview": self._previews,
             "closing": self._closing,
         }
@@ -350,6 +359,31 @@ class Suite:
             ),
         )
         self.phases["alerts"] = {**probed, "background": loaded.report}
+
+    async def _credit_alerts(self) -> None:
+        plan, stack = self._plan, self._stack
+        say(
+            f"credit balance alert latency for {plan.credit_alert_s:.0f} s under "
+            f"{plan.alert_background_rate:,.0f} events/s of stream load"
+        )
+        (account,) = await create_accounts(stack.database_url, 1, new_run_id())
+        customers = await provision_probes(stack.base_url, account, plan.credit_alert_probes)
+        background, background_setup = await self._stream_background(plan.credit_alert_s)
+        loaded, probed = await asyncio.gather(
+            run_load(background, background_setup, label="credit alert background"),
+            measure_credit_alert_latency(
+                stack.base_url,
+                stack.database_url,
+                stack.bootstrap,
+                stack.settings.topic_prefix,
+                account=account,
+                customers=customers,
+                probers=plan.alert_probers,
+                duration_s=plan.credit_alert_s,
+                interval_s=plan.alert_probe_interval_s,
+            ),
+        )
+        self.phases["credit_alerts"] = {**probed, "background": loaded.report}
 
     async def _previews(self) -> None:
         plan = self._plan

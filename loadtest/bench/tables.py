@@ -132,6 +132,8 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
         )
     if "alerts" in phases:
         rows.append(_alert_row(phases["alerts"]))
+    if "credit_alerts" in phases:
+        rows.append(_credit_alert_row(phases["credit_alerts"]))
     if "preview" in phases:
         rows.extend(_preview_rows(phases["preview"]))
     if "closing" in phases:
@@ -168,6 +170,25 @@ def _alert_row(phase: dict[str, Any]) -> Row:
     return (name, result, latency, "-", "-")
 
 
+def _credit_alert_row(phase: dict[str, Any]) -> Row:
+    a = phase["latency_ms"]
+    background = phase.get("background", {})
+    result = (
+        f"{phase['notified']}/{phase['probes']} probes notified, {phase['missing']} missing, "
+        f"{phase['fired_before_crossing']} fired early, under "
+        f"{_n(background.get('accepted_events_per_s'))} events/s of stream background load "
+        f"(target {_n(background.get('target_rate'))})"
+    )
+    latency = f"{a['p50']:.0f} / {a['p95']:.0f} / {a['p99']:.0f} ms (max {a['max']:.0f})"
+    return (
+        "Credit balance alert: crossing event accepted → billing.alert.triggered on the topic",
+        result,
+        latency,
+        "-",
+        "-",
+    )
+
+
 def _preview_rows(phase: dict[str, Any]) -> list[Row]:
     background = phase.get("background", {})
     load = (
@@ -193,8 +214,7 @@ def _preview_rows(phase: dict[str, Any]) -> list[Row]:
         c = phase["credit_summary_latency_ms"]
         rows.append(
             (
-                f"Credit balance summary, live over {phase['meters']} metered items, 27-day "
-                "period",
+                f"Credit balance summary, live over {phase['meters']} metered items, 27-day period",
                 f"{phase['credit_summaries']} summaries, {load}",
                 f"{c['p50']:.1f} / {c['p95']:.1f} / {c['p99']:.1f} ms (max {c['max']:.1f})",
                 "-",

@@ -143,3 +143,27 @@ def test_alert_latency_row_names_probes_background_and_percentiles() -> None:
         "(target 20,000)"
     )
     assert row[2] == "40 / 90 / 180 ms (max 250)"
+
+
+def test_credit_alert_latency_row_follows_the_alert_row() -> None:
+    data = results({"available": True, "load": load(15_000)})
+    for phase, notified in (("alerts", 120), ("credit_alerts", 300)):
+        data["phases"][phase] = {
+            "probes": notified,
+            "notified": notified,
+            "missing": 0,
+            "fired_before_crossing": 0,
+            "latency_ms": {"p50": 61.2, "p95": 98.0, "p99": 140.6, "max": 170.0, "mean": 66.0},
+            "background": {"accepted_events_per_s": 19_900.0, "target_rate": 20_000.0},
+        }
+    names = [r[0] for r in result_rows(data)]
+    credit = names.index(
+        "Credit balance alert: crossing event accepted → billing.alert.triggered on the topic"
+    )
+    assert names[credit - 1].startswith("Alert notification")
+    row = result_rows(data)[credit]
+    assert row[1] == (
+        "300/300 probes notified, 0 missing, 0 fired early, under 19,900 events/s of stream "
+        "background load (target 20,000)"
+    )
+    assert row[2] == "61 / 98 / 141 ms (max 170)"
