@@ -7,7 +7,8 @@ One round trip per run of events, whatever its size. PostgreSQL does the per-eve
 3. store the new events in ``meter_events``;
 4. for raw meters, add each (meter, customer, minute)'s sum and count to ``rollups_minute`` and
    let its latest received event become the minute's ``last`` if it was received after the
-   stored one;
+   stored one; the same for its hour in ``rollups_hour`` and its day in ``rollups_day``, added
+   up from the run's minutes and hours;
 5. append one ``usage_changes`` row per (meter, customer) touched, with its event-time span.
 
 For pre-aggregated (hour/day) meters, the latest received new event of each window touched comes
@@ -25,7 +26,7 @@ from aggregator.rollups.fold import EventRow
 from aggregator.rollups.window_store import event_row
 from meterflow.receipt import receipt_columns, receipt_order
 from meterflow.store.pg import Conn
-from meterflow.windows import HOUR_S, MINUTE_S, WINDOW_S, TimeWindow
+from meterflow.windows import DAY_S, HOUR_S, MINUTE_S, WINDOW_S, TimeWindow
 
 _RECEIPT_DESC = receipt_order(latest_first=True)
 _RECEIPT_ASC = receipt_order()
@@ -47,6 +48,20 @@ def _bucket_rows(name: str, bucket: str, size_s: int) -> str:
            received_ms, receipt_batch, receipt_index
     FROM (SELECT *, event_ts - event_ts % {size_s} AS {bucket} FROM new
           WHERE meter_id <> ALL($11::text[])) raw_meters
+    WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, {bucket})
+    ORDER BY account_id, livemode, meter_id, customer, {bucket}, {_RECEIPT_DESC}"""
+
+
+def _coarser_rows(name: str, finer: str, finer_bucket: str, bucket: str, size_s: int) -> str:
+    """CTE ``name``: the rows of the CTE ``finer`` (as :func:`_bucket_rows` gives them) added up
+    per coarser bucket of ``size_s``, the latest received of them as ``last``. Far fewer rows
+    than the events, so each coarser rollup costs the fold little."""
+    return f"""{name} AS (
+    SELECT DISTINCT ON (account_id, livemode, meter_id, customer, {bucket})
+           account_id, livemode, meter_id, customer, {bucket},
+           sum(value_sum) OVER k AS value_sum, sum(event_count) OVER k AS event_count,
+           last_value, received_ms, receipt_batch, receipt_index
+    FROM (SELECT *, {finer_bucket} - {finer_bucket} % {size_s} AS {bucket} FROM {finer}) f
     WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, {bucket})
     ORDER BY account_id, livemode, meter_id, customer, {bucket}, {_RECEIPT_DESC}"""
 
@@ -101,9 +116,12 @@ WITH incoming AS (
 ), {_bucket_rows("minutes", "minute_ts", MINUTE_S)}
 ), rolled AS (
     {_add_to("rollups_minute", "minute_ts", "minutes")}
-), {_bucket_rows("hours", "hour_ts", HOUR_S)}
+), {_coarser_rows("hours", "minutes", "minute_ts", "hour_ts", HOUR_S)}
 ), rolled_hours AS (
     {_add_to("rollups_hour", "hour_ts", "hours")}
+), {_coarser_rows("days", "hours", "hour_ts", "day_ts", DAY_S)}
+), rolled_days AS (
+    {_add_to("rollups_day", "day_ts", "days")}
 ), changed AS (
     INSERT INTO usage_changes
         (account_id, livemode, meter_id, customer, first_event_ts, last_event_ts,

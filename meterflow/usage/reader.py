@@ -1,5 +1,5 @@
-"""Folded usage, read: the one module of queries on ``rollups_minute`` and ``rollups_hour``
-outside the fold.
+"""Folded usage, read: the one module of queries on ``rollups_minute``, ``rollups_hour`` and
+``rollups_day`` outside the fold.
 
 A (meter, customer)'s usage over ``[start_s, end_s)`` is read from its minute rows there;
 pre-aggregated meters' minute rows hold only their windows' survivors, so raw and pre-aggregated
@@ -17,7 +17,7 @@ import asyncpg
 from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
 from meterflow.usage.keys import UsageKey, UsageSpan, UsageTotals
-from meterflow.windows import HOUR_S
+from meterflow.windows import DAY_S, HOUR_S
 
 # The `last` formula's candidate is the most recently received minute (receipt order).
 _LAST_FIRST = receipt_order("last_", latest_first=True)
@@ -39,10 +39,13 @@ def _totals(row: asyncpg.Record) -> UsageTotals:
     )
 
 
-# Keys and [start, end) of each span, and the hours wholly inside it: [first_hour, end_hour).
+# Keys and [start, end) of each span, the hours wholly inside it, [first_hour, end_hour), and the
+# days wholly inside it, [first_day, end_day).
 _SPANS = """
     SELECT *, start_ts + (3600 - start_ts % 3600) % 3600 AS first_hour,
-           end_ts - end_ts % 3600 AS end_hour
+           end_ts - end_ts % 3600 AS end_hour,
+           start_ts + (86400 - start_ts % 86400) % 86400 AS first_day,
+           end_ts - end_ts % 86400 AS end_day
     FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
          WITH ORDINALITY AS q(account_id, livemode, meter_id, customer, start_ts, end_ts, i)
 """
@@ -53,16 +56,25 @@ _ROLLUP = (
     "r.last_receipt_index"
 )
 
-# A span's usage: its whole hours from the hour rollups, the minutes before the first of them
-# and after the last from the minute rollups; each part is a primary-key range scan, so the cost
-# grows with the hours in the span, not its minutes.
+# A span's usage: its whole days from the day rollups, the whole hours before the first of them
+# and after the last from the hour rollups (all its whole hours if it holds no whole day), and the
+# minutes before its first whole hour and after its last from the minute rollups. Each part is a
+# primary-key range scan, so a month costs about what a day does: at most 23 hours and 59 minutes
+# at each edge, plus one row per day.
 _TOTALS = f"""
 WITH q AS ({_SPANS}), parts AS (
     SELECT q.i, {_ROLLUP} FROM q JOIN rollups_minute r {_SAME_KEY}
        AND r.minute_ts >= q.start_ts AND r.minute_ts < least(q.first_hour, q.end_ts)
     UNION ALL
     SELECT q.i, {_ROLLUP} FROM q JOIN rollups_hour r {_SAME_KEY}
-       AND r.hour_ts >= q.first_hour AND r.hour_ts < q.end_hour
+       AND r.hour_ts >= q.first_hour
+       AND r.hour_ts < CASE WHEN q.first_day < q.end_day THEN q.first_day ELSE q.end_hour END
+    UNION ALL
+    SELECT q.i, {_ROLLUP} FROM q JOIN rollups_day r {_SAME_KEY}
+       AND r.day_ts >= q.first_day AND r.day_ts < q.end_day
+    UNION ALL
+    SELECT q.i, {_ROLLUP} FROM q JOIN rollups_hour r {_SAME_KEY}
+       AND q.first_day < q.end_day AND r.hour_ts >= q.end_day AND r.hour_ts < q.end_hour
     UNION ALL
     SELECT q.i, {_ROLLUP} FROM q JOIN rollups_minute r {_SAME_KEY}
        AND r.minute_ts >= greatest(q.end_hour, q.first_hour, q.start_ts)
@@ -102,8 +114,13 @@ async def usage_buckets(
     """Up to ``limit`` non-empty buckets of ``bucket_s`` seconds (epoch-aligned) within
     ``[start_s, end_s)``, newest first unless ``oldest_first``."""
     account_id, livemode, meter_id, customer = key
-    hourly = bucket_s % HOUR_S == 0 and start_s % HOUR_S == 0 and end_s % HOUR_S == 0
-    table, column = ("rollups_hour", "hour_ts") if hourly else ("rollups_minute", "minute_ts")
+    table, column = "rollups_minute", "minute_ts"
+    for size_s, coarser in (
+        (HOUR_S, ("rollups_hour", "hour_ts")),
+        (DAY_S, ("rollups_day", "day_ts")),
+    ):
+        if bucket_s % size_s == 0 and start_s % size_s == 0 and end_s % size_s == 0:
+            table, column = coarser
     rows = await conn.fetch(
         f"""SELECT {column} - {column} % $7 AS bucket,
                    sum(value_sum) AS value_sum, sum(event_count) AS event_count,

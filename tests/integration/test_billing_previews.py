@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import AccountFactory
 from tests.fixtures.billing import Billing
-from tests.fixtures.meter_events import hours_disagreeing_with_minutes, wait_until
+from tests.fixtures.meter_events import rollups_disagreeing_with_minutes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -101,4 +101,4 @@ async def test_previews_rate_every_scheme_formula_and_correction_exactly(
 
     await wait_until(settled, 30, "the cancel reflected in the preview")
     assert await billing.lines(other) == (0, {prices["up"]: 0})
-    assert await hours_disagreeing_with_minutes(database_url) == []
+    assert await rollups_disagreeing_with_minutes(database_url) == []

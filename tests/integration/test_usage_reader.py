@@ -3,6 +3,7 @@ as batched totals (every formula), as one span's total, and as epoch-aligned buc
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -130,3 +131,46 @@ async def test_buckets_are_epoch_aligned_non_empty_and_limited(conn: asyncpg.Con
         (HOUR + 60, Decimal(10)),
         (HOUR, Decimal(3)),
     ]
+
+
+async def test_spans_over_days_read_minutes_hours_and_days_as_the_minutes_add_up(
+    conn: asyncpg.Connection,
+) -> None:
+    """Minute rows over five days; every span, whatever its edges, totals what its minute rows
+    add up to, though whole days come from the day rollups and whole hours from the hours."""
+    rng = random.Random(20261204)
+    day0 = HOUR - HOUR % 86_400
+    minutes = sorted({day0 - 7200 + rng.randrange(0, 5 * 1440 + 240) * 60 for _ in range(400)})
+    await _insert(
+        conn,
+        *(
+            ("mtr_1", "cus_1", ts, str(rng.randint(-5, 50)), rng.randint(1, 3),
+             str(rng.randint(0, 9)), rng.randint(1, 10**6), "b", n)
+            for n, ts in enumerate(minutes)
+        ),
+    )  # fmt: skip
+    spans = [_span("mtr_1", "cus_1", day0, day0 + 3 * 86_400)]
+    for _ in range(60):
+        a, b = sorted(rng.sample(range(-180, 5 * 1440 + 300), 2))
+        spans.append(_span("mtr_1", "cus_1", day0 + a * 60, day0 + b * 60))
+    found = await usage_totals(conn, spans)
+    for span in spans:
+        expected = await conn.fetchrow(
+            """SELECT sum(value_sum) AS value_sum, coalesce(sum(event_count), 0) AS event_count,
+                      (array_agg(last_value ORDER BY last_received_ms DESC,
+                                 last_receipt_batch COLLATE "C" DESC,
+                                 last_receipt_index DESC))[1] AS last_value
+               FROM rollups_minute WHERE meter_id = 'mtr_1' AND customer = 'cus_1'
+                 AND minute_ts >= $1 AND minute_ts < $2""",
+            span[4],
+            span[5],
+        )
+        assert expected is not None
+        if expected["event_count"] == 0:
+            assert span not in found
+        else:
+            assert found[span] == UsageTotals(
+                expected["value_sum"], expected["event_count"], expected["last_value"]
+            ), span
+    days = await conn.fetchval("SELECT count(*) FROM rollups_day")
+    assert days >= 5  # the whole days were read from there

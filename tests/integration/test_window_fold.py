@@ -15,7 +15,7 @@ from meterflow.settings import Settings
 from tests.fixtures.meter_events import (
     events_record,
     fold_records,
-    hours_disagreeing_with_minutes,
+    rollups_disagreeing_with_minutes,
 )
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ async def meters(database_url: str) -> None:
 
 async def _rows(database_url: str) -> Rows:
     """The minute rollups (and a check that the hour rollups agree with them)."""
-    assert await hours_disagreeing_with_minutes(database_url) == []
+    assert await rollups_disagreeing_with_minutes(database_url) == []
     conn = await asyncpg.connect(database_url)
     try:
         found = await conn.fetch(

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from meterflow.settings import Settings
 from tests.conftest import AccountFactory
 from tests.fixtures.history_driver import HistoryRun, span_start
-from tests.fixtures.meter_events import hours_disagreeing_with_minutes, wait_until
+from tests.fixtures.meter_events import rollups_disagreeing_with_minutes, wait_until
 from tests.fixtures.meter_events_topic import MeterEventsReader
 from tests.fixtures.meter_histories import (
     DAY_S,
@@ -181,7 +181,7 @@ async def run_batch(
         key=lambda failure: len(failure[0].history.ops),
     )
     assert not failures, _report(batch, len(runs), failures)
-    assert await hours_disagreeing_with_minutes(pipeline.database_url) == []
+    assert await rollups_disagreeing_with_minutes(pipeline.database_url) == []
 
 
 def _report(batch: Batch, total: int, failures: list[tuple[HistoryRun, list[str]]]) -> str:
