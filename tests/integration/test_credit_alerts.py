@@ -5,6 +5,7 @@ for webhooks; a rise above the value re-arms the alert."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import asyncpg
@@ -204,6 +205,35 @@ async def test_ledger_changes_and_new_alerts_fire_without_usage(
     assert fired == 4
     assert await fired_values(database_url, alerts["above"]) == []
     await _all_published(database_url, 4)
+
+
+async def test_grants_taking_effect_or_expiring_later_are_evaluated_then(
+    http: httpx.AsyncClient,
+    make_account: AccountFactory,
+    ingest_settings: Settings,
+    database_url: str,
+) -> None:
+    credits = await _credits(http, (await make_account()).secret_key)
+    pending, expiring = await credits.customer("pending"), await credits.customer("expiring")
+    later_s = int(time.time()) + 6
+    await credits.grant(pending, 1000, effective_at=later_s)
+    await credits.grant(expiring, 1000, expires_at=later_s)
+    alerts = {name: await credits.alert(customer, 0) for name, customer in
+              (("pending", pending), ("expiring", expiring))}  # fmt: skip
+    async with RunningEvaluator(ingest_settings, f"alerts-{ingest_settings.topic_prefix}"):
+        # Nothing in effect yet: 0 <= 0 fires; 1,000 in effect: armed, nothing fires.
+        assert await wait_for_firings(database_url, alerts["pending"], 1) == [0]
+        await rechecks_drained(database_url)
+        before = (
+            await fired_values(database_url, alerts["expiring"]),
+            await credit_state(database_url, alerts["pending"]),
+        )
+        assert time.time() < later_s, "too slow to see the state before the grants' times"
+        assert before == ([], CreditState(armed=False, firings=1))
+        # The recheck due when the pending grant takes effect re-arms its alert; the one due
+        # at the other grant's expiry fires its alert (before any closer records the expiry).
+        await wait_for_armed(database_url, alerts["pending"])
+        assert await wait_for_firings(database_url, alerts["expiring"], 1) == [0]
 
 
 async def test_racing_evaluators_and_restarts_fire_each_drop_once(
