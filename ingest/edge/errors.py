@@ -109,3 +109,20 @@ class ServiceUnavailable(ApiError):
     status = 503
     error_type = "api_error"
     retriable = True
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """503 with ``Retry-After``: PostgreSQL cannot be reached (stopped, restarting, or the
+    connection was lost); see :func:`~meterflow.store.outages.is_database_outage`."""
+
+    retry_after_s: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        message: str = (
+            "meterflow cannot reach its database right now. Retry after the number of seconds "
+            "in the Retry-After header; a retry with the same Idempotency-Key or meter event "
+            "identifier is safe."
+        ),
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.retry_after_s)})

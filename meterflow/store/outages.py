@@ -1,0 +1,55 @@
+"""Telling a database outage from a bug, by exception type only (never by message text).
+
+PostgreSQL going away (a restart, a stop, a failover, a cut connection) reaches asyncpg code
+as one of many exceptions, depending on the moment it hits:
+
+- no server to connect to: ``ConnectionRefusedError`` and other :class:`OSError`, or a
+  :class:`TimeoutError` (an :class:`OSError` too) from a pool that cannot connect in time;
+- a server starting, stopping or full: ``CannotConnectNowError``, ``AdminShutdownError``,
+  ``CrashShutdownError`` (SQLSTATE 57P01-57P03), ``TooManyConnectionsError`` (53300);
+- a connection lost mid-query: ``ConnectionDoesNotExistError`` and the rest of SQLSTATE class 08
+  (``PostgresConnectionError``), or an :class:`~asyncpg.InterfaceError` ("connection is closed")
+  or an :class:`~asyncpg.InternalClientError` from a protocol cut off mid-message.
+
+Ingest answers these 503 with ``Retry-After``; the aggregator's and the alert evaluator's loops
+wait them out with backoff (:mod:`meterflow.lifecycle.reconnect`).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from asyncpg.exceptions import ClientConfigurationError, UnsupportedClientFeatureError
+
+# Everything the driver raises on a failed round trip: what a loop rolls back and retries.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+_UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# Interface errors that come from our settings or code, not from the server's absence.
+_NOT_OUTAGES: tuple[type[Exception], ...] = (
+    ClientConfigurationError,
+    UnsupportedClientFeatureError,
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means PostgreSQL could not be reached or dropped the connection.
+
+    A group of errors (from a task group) is an outage when every error in it is one.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_database_outage(inner) for inner in exc.exceptions)
+    return isinstance(exc, _UNREACHABLE) and not isinstance(exc, _NOT_OUTAGES)
