@@ -24,6 +24,7 @@ from ingest.edge.auth import Authenticator
 from ingest.edge.errors import (
     ApiError,
     AuthenticationFailed,
+    DatabaseUnavailable,
     InvalidRequest,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -52,7 +53,9 @@ from ingest.v1_events.api import V1EventsApi
 from ingest.webhooks.api import WebhookEndpointsApi
 from meterflow.ids import object_id
 from meterflow.kafka.topics import meter_events_rejected_topic, meter_events_topic
+from meterflow.lifecycle.reconnect import outage_metrics
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS, is_database_outage
 from meterflow.store.ping import ping
 
 log = logging.getLogger("meterflow.ingest")
@@ -63,6 +66,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _READY_TIMEOUT_S = 2.0
+# During an outage every request fails alike: one warning per interval is enough.
+_OUTAGE_LOG_INTERVAL_S = 5.0
 
 
 class _BodyTooLarge(Exception):
@@ -76,6 +81,8 @@ class IngestApp:
         self.settings = settings
         self.registry = registry
         self.metrics = IngestMetrics(registry)
+        self._outage_errors = outage_metrics(registry).errors.labels("ingest")
+        self._outage_logged_at = float("-inf")
         self.pool: asyncpg.Pool | None = None
         self.publisher: EventPublisher | None = None
         self._router: Router | None = None
@@ -218,18 +225,42 @@ class IngestApp:
                 if isinstance(exc, AuthenticationFailed):
                     self.metrics.auth_failures.inc()
                 response = render_error(exc)
-            except Exception:
-                log.exception("unhandled error in %s %s (request %s)", method, path, request_id)
-                self.metrics.errors.labels(route_name).inc()
-                response = render_error(
-                    _InternalError("An internal error occurred; the request may be retried.")
-                )
+            except Exception as exc:
+                if is_database_outage(exc):
+                    self._database_unavailable(exc, method, path, request_id)
+                    response = render_error(DatabaseUnavailable())
+                else:
+                    log.exception("unhandled error in %s %s (request %s)", method, path, request_id)
+                    self.metrics.errors.labels(route_name).inc()
+                    response = render_error(
+                        _InternalError("An internal error occurred; the request may be retried.")
+                    )
             status = response.status
             await _send_response(send, response, request_id)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(route_name, method, str(status)).inc()
             self.metrics.latency.labels(route_name).observe(time.perf_counter() - started)
+
+    def _database_unavailable(
+        self, exc: Exception, method: str, path: str, request_id: str
+    ) -> None:
+        self._outage_errors.inc()
+        now = time.monotonic()
+        if now - self._outage_logged_at >= _OUTAGE_LOG_INTERVAL_S:
+            self._outage_logged_at = now
+            log.warning(
+                "database unavailable: answering 503 (%s %s, request %s: %r)",
+                method,
+                path,
+                request_id,
+                exc,
+            )
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route served (empty until started)."""
+        return [] if self._router is None else self._router.routes
 
     def _match(self, method: str, path: str) -> Match:
         if self._router is None or self._authenticator is None:
@@ -282,11 +313,11 @@ class IngestApp:
 
     async def _readyz(self, _request: Request) -> Response:
         if self.pool is None:
-            raise ServiceUnavailable("database pool is not open")
+            raise DatabaseUnavailable("database pool is not open")
         try:
             await asyncio.wait_for(ping(self.pool), _READY_TIMEOUT_S)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise ServiceUnavailable("database is not answering") from exc
+        except DATABASE_ERRORS as exc:
+            raise DatabaseUnavailable("database is not answering") from exc
         if self.publisher is not None and not self.publisher.connected:
             raise ServiceUnavailable("Kafka producer is not connected")
         return json_response({"status": "ready"})

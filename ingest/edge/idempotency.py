@@ -26,6 +26,7 @@ from ingest.edge.auth import Principal
 from ingest.edge.errors import ApiError, Conflict, InvalidRequest
 from ingest.edge.http import Request, Response
 from ingest.edge.metrics import IdempotencyMetrics
+from meterflow.store.outages import DATABASE_ERRORS
 
 log = logging.getLogger("meterflow.ingest")
 
@@ -338,7 +339,7 @@ class IdempotentRequests:
             return response
         try:
             await self._store.complete(who, key, owner, StoredResponse.of(response))
-        except (OSError, asyncpg.PostgresError):
+        except DATABASE_ERRORS:
             # The work is done: answer it. The key stays in progress until its lease runs out.
             log.exception("could not store the response for an idempotency key (%s)", owner)
         else:

@@ -42,6 +42,10 @@ class Router:
     def __init__(self, routes: list[Route]) -> None:
         self._routes = [(route, route.pattern) for route in routes]
 
+    @property
+    def routes(self) -> list[Route]:
+        return [route for route, _ in self._routes]
+
     def match(self, method: str, path: str) -> Match:
         allowed: list[str] = []
         for route, pattern in self._routes:
