@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 import asyncpg
-import httpx
 
 from loadtest.bench.alert_latency import TriggeredNotifications
+from loadtest.bench.api import BenchApi
 from loadtest.client import HttpClient
 from loadtest.latency import LatencyHistogram
 from loadtest.traffic import PlannedEvent
@@ -38,24 +38,7 @@ _PROVISIONERS = 8
 _EVALUATED_TIMEOUT_S = 60.0
 
 
-class _Api:
-    def __init__(self, base_url: str, key: str) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0
-        )
-
-    async def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
-        response = await self._client.post(path, data=form)
-        if response.status_code != 200:
-            raise RuntimeError(f"{path}: {response.status_code} {response.text}")
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-async def _price(api: _Api) -> str:
+async def _price(api: BenchApi) -> str:
     meter = await api.post(
         "/v1/billing/meters",
         {
@@ -78,7 +61,7 @@ async def _price(api: _Api) -> str:
     return str(price["id"])
 
 
-async def _probe_customer(api: _Api, price: str, n: int) -> str:
+async def _probe_customer(api: BenchApi, price: str, n: int) -> str:
     """A customer on ``price`` with a grant, and a credit balance alert below it."""
     customer = str((await api.post("/v1/customers", {"name": f"credit probe {n}"}))["id"])
     await api.post("/v1/subscriptions", {"customer": customer, "items[0][price]": price})
@@ -109,7 +92,7 @@ async def _probe_customer(api: _Api, price: str, n: int) -> str:
 
 async def provision_probes(base_url: str, account: NewAccount, probes: int) -> list[str]:
     """The probe customers, made ``_PROVISIONERS`` at a time."""
-    api = _Api(base_url, account.secret_key)
+    api = BenchApi(base_url, account.secret_key)
     try:
         price = await _price(api)
         customers: list[str] = []

@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 import asyncpg
-import httpx
 
+from loadtest.bench.api import BenchApi
 from loadtest.latency import LatencyHistogram
 from meterflow.store.accounts import NewAccount
 
@@ -37,31 +37,7 @@ _POLL_S = 0.02
 _PROBE_TIMEOUT_S = 10.0
 
 
-class _Api:
-    def __init__(self, base_url: str, key: str) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0
-        )
-
-    async def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        response = await self._client.get(path, params=params)
-        if response.status_code != 200:
-            raise RuntimeError(f"{path}: {response.status_code} {response.text}")
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
-        response = await self._client.post(path, data=form)
-        if response.status_code != 200:
-            raise RuntimeError(f"{path}: {response.status_code} {response.text}")
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-async def _provision(api: _Api, now_s: int) -> tuple[list[str], dict[str, str], dict[str, int]]:
+async def _provision(api: BenchApi, now_s: int) -> tuple[list[str], dict[str, str], dict[str, int]]:
     """Meters, prices, customers and subscriptions; returns (meter ids, customer by name,
     period start by name)."""
     meters: list[str] = []
@@ -152,7 +128,7 @@ async def measure_previews(
     base_url: str, database_url: str, account: NewAccount, duration_s: float
 ) -> dict[str, Any]:
     """Preview latency for a month-long and a day-long period, and preview freshness."""
-    api = _Api(base_url, account.secret_key)
+    api = BenchApi(base_url, account.secret_key)
     try:
         now_s = int(time.time())
         meters, customers, starts = await _provision(api, now_s)
@@ -222,7 +198,7 @@ async def measure_previews(
         await api.close()
 
 
-async def _probe(api: _Api, customer: str, n: int, freshness: LatencyHistogram) -> bool:
+async def _probe(api: BenchApi, customer: str, n: int, freshness: LatencyHistogram) -> bool:
     """Send one event worth 1,000 units (1 cent more on the preview) and wait until the preview
     shows it; record the time from just before sending."""
     started = time.perf_counter()

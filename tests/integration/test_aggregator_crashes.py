@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-import signal
-import sys
 import time
 from collections import defaultdict
 from decimal import Decimal
 
 import pytest
 
-from deploy.ports import free_port
 from meterflow.kafka.topics import meter_events_topic
 from meterflow.records.meter_events import EventsRecord
+from tests.fixtures.aggregator_processes import Aggregators
 from tests.fixtures.meter_events import (
     customer_totals,
     events_record,
@@ -52,43 +49,6 @@ def _history(
         # Real receipt times: the retention pass prunes identifiers received over 48 h ago.
         out.append(events_record(NOW * 1000 + n, f"b{n}", events))
     return out, {c: (Decimal(s), int(k)) for c, (s, k) in expected.items()}
-
-
-class Aggregators:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.running: list[asyncio.subprocess.Process] = []
-
-    async def start(self) -> None:
-        env = {**self.env, "METERFLOW_AGGREGATOR_METRICS_PORT": str(free_port())}
-        self.running.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "deploy.cli",
-                "aggregator",
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        )
-
-    async def kill_one(self) -> None:
-        process = self.running.pop(0)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-
-    async def stop_all(self) -> None:
-        for process in self.running:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.running:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        self.running.clear()
 
 
 async def test_sigkill_mid_stream_loses_and_doubles_nothing(

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 import time
 
 import asyncpg
 import httpx
 import pytest
 
-from deploy.ports import free_port
 from tests.conftest import AccountFactory
+from tests.fixtures.aggregator_processes import Aggregators
 from tests.fixtures.billing import Billing
 from tests.fixtures.meter_events import wait_until
 
@@ -22,43 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 DAY = 86_400
 SUBSCRIPTIONS = 120
 PERIODS = 3  # ended periods per subscription, all due at once
-
-
-class Aggregators:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.running: list[asyncio.subprocess.Process] = []
-
-    async def start(self) -> None:
-        env = {**self.env, "METERFLOW_AGGREGATOR_METRICS_PORT": str(free_port())}
-        self.running.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "deploy.cli",
-                "aggregator",
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        )
-
-    async def kill_one(self) -> None:
-        process = self.running.pop(0)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-
-    async def stop_all(self) -> None:
-        for process in self.running:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.running:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        self.running.clear()
 
 
 async def test_sigkill_mid_close_gives_each_period_exactly_one_invoice(
