@@ -4,7 +4,7 @@ several settings."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,20 @@ from meterflow.settings.roles import Settings
 from meterflow.windows import DAY_S, HOUR_S
 
 MAX_INVOICE_GRACE_S = 72 * HOUR_S
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True}
+_FLAGS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def flag(raw: str) -> bool:
+    """``1``, ``true``, ``yes``, ``on`` or ``0``, ``false``, ``no``, ``off``, in any case."""
+    try:
+        return _FLAGS[raw.lower()]
+    except KeyError:
+        raise ValueError(raw) from None
+
 
 # Environment variable -> (settings field, parser).
-_ENV: dict[str, tuple[str, type[Any]]] = {
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_URL": ("database_url", str),
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", str),
     "METERFLOW_HTTP_HOST": ("http_host", str),
@@ -54,6 +65,7 @@ _ENV: dict[str, tuple[str, type[Any]]] = {
     "METERFLOW_WEBHOOK_BACKOFF_BASE_S": ("webhook_backoff_base_s", float),
     "METERFLOW_WEBHOOK_BACKOFF_MAX_S": ("webhook_backoff_max_s", float),
     "METERFLOW_WEBHOOK_CONCURRENCY": ("webhook_concurrency", int),
+    "METERFLOW_WEBHOOK_ALLOW_PRIVATE_TARGETS": ("webhook_allow_private_targets", flag),
     "METERFLOW_ALERTS_CONSUMER_GROUP": ("alerts_consumer_group", str),
     "METERFLOW_ALERTS_METRICS_PORT": ("alerts_metrics_port", int),
 }

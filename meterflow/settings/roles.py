@@ -77,13 +77,18 @@ class AggregatorSettings:
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """Webhook delivery in the aggregator: per-request timeout, attempts before giving up,
-    exponential backoff from the base up to the cap, requests in flight per process."""
+    exponential backoff from the base up to the cap, requests in flight per process; and which
+    targets endpoints may name, checked by ingest at registration and by the aggregator on every
+    delivery."""
 
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 20
     webhook_backoff_base_s: float = 30.0
     webhook_backoff_max_s: float = 21_600.0
     webhook_concurrency: int = 16
+    # Off: only public addresses are targets. On (development only): loopback, private,
+    # link-local, carrier-grade NAT and unique-local ones too; metadata services never.
+    webhook_allow_private_targets: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Webhook rules shared by ingest (registering endpoints) and the aggregator (delivering)."""
