@@ -148,7 +148,10 @@ class IngestApp:
                 *stream.routes(),
                 *SummariesApi(store, self.pool).routes(),
                 *CoreEventsApi(self.pool).routes(),
-                *WebhookEndpointsApi(self.pool).routes(),
+                *WebhookEndpointsApi(
+                    self.pool,
+                    allow_private_targets=self.settings.webhooks.webhook_allow_private_targets,
+                ).routes(),
                 *AlertsApi(self.pool).routes(),
                 *V1EventsApi(self.pool).routes(),
                 *billing_routes(

@@ -97,6 +97,9 @@ def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) 
         db_pool_max=4,
         auth_cache_ttl_s=0.5,
         meter_cache_ttl_s=0.2,
+        # Tests register and deliver webhooks to receivers on 127.0.0.1 (a development setup);
+        # tests of the address rules turn it off.
+        webhook_allow_private_targets=True,
     )
 
 

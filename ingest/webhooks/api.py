@@ -2,7 +2,8 @@
 
 Create, retrieve, update, list and delete as in Stripe's API. The signing secret (``whsec_…``) is
 shown only in the create answer. ``GET /v1/webhook_endpoints/:id/deliveries`` (a meterflow
-extension) lists the endpoint's deliveries, newest first, each with its attempts.
+extension) lists the endpoint's deliveries, newest first, each with its attempts. A URL must be
+https in live mode and reach a public address (:mod:`ingest.webhooks.targets`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from ingest.webhooks.store import (
     WebhookEndpoint,
     WebhookEndpointStore,
 )
+from ingest.webhooks.targets import check_endpoint_url, check_host_syntax
 from meterflow.billing.announce import BILLING_EVENT_TYPES
+from meterflow.webhooks.targets import TargetPolicy
 
 BASE = "/v1/webhook_endpoints"
 # The events meterflow emits; "*" stands for all of them, including any added later.
@@ -70,6 +73,7 @@ def parse_url(params: Params, *, required: bool) -> str | None:
         _ = parts.port
     except ValueError as exc:
         raise InvalidRequest(f"Invalid URL port: {url[:100]}", param="url") from exc
+    check_host_syntax(url)
     return url
 
 
@@ -176,9 +180,16 @@ def _delivery_cursor(params: Params, key: str) -> int | None:
 
 
 class WebhookEndpointsApi:
-    def __init__(self, pool: asyncpg.Pool, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Callable[[], float] = time.time,
+        *,
+        allow_private_targets: bool = False,
+    ) -> None:
         self._store = WebhookEndpointStore(pool)
         self._clock = clock
+        self._targets = TargetPolicy(allow_private=allow_private_targets)
 
     def routes(self) -> list[Route]:
         return [
@@ -192,6 +203,7 @@ class WebhookEndpointsApi:
 
     async def create(self, request: Request, who: Principal) -> Response:
         new = parse_new_endpoint(request.params())
+        await check_endpoint_url(new.url, livemode=who.livemode, targets=self._targets)
         endpoint = await self._store.create(who, new, int(self._clock()))
         return json_response(endpoint.to_stripe(with_secret=True))
 
@@ -204,6 +216,8 @@ class WebhookEndpointsApi:
     async def update(self, request: Request, who: Principal) -> Response:
         endpoint_id = request.path_params["id"]
         changes = parse_changes(request.params())
+        if changes.url is not None:
+            await check_endpoint_url(changes.url, livemode=who.livemode, targets=self._targets)
         endpoint = await self._store.update(who, endpoint_id, changes)
         if endpoint is None:
             raise _missing(endpoint_id)
