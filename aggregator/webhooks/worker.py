@@ -38,6 +38,7 @@ from aggregator.webhooks.store import (
 )
 from meterflow.errors import ConfigurationError
 from meterflow.settings import Settings
+from meterflow.webhooks.targets import TargetPolicy
 
 log = logging.getLogger("meterflow.aggregator.webhooks")
 
@@ -100,7 +101,7 @@ class WebhookDeliveryWorker:
         *,
         poll_interval_s: float = POLL_INTERVAL_S,
         clock: Callable[[], float] = time.time,
-        poster: Poster = post,
+        poster: Poster | None = None,
     ) -> None:
         if settings.webhooks.webhook_timeout_s <= 0 or settings.webhooks.webhook_concurrency < 1:
             raise ConfigurationError(
@@ -114,7 +115,9 @@ class WebhookDeliveryWorker:
         self._lease_ms = int((settings.webhooks.webhook_timeout_s + _LEASE_MARGIN_S) * 1000)
         self._poll_interval_s = poll_interval_s
         self._clock = clock
-        self._poster = poster
+        # Every delivery resolves its host and connects only to addresses the policy allows.
+        allow_private = settings.webhooks.webhook_allow_private_targets
+        self._poster = poster or partial(post, targets=TargetPolicy(allow_private=allow_private))
         self.metrics = DeliveryMetrics(registry)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
