@@ -44,6 +44,7 @@ from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
 from meterflow.kafka.offsets import advance_offsets, fence_offsets, spans_of
 from meterflow.kafka.producer import Producer, idempotent_producer
 from meterflow.kafka.topics import USAGE_CHANGES_PARTITIONS, usage_changes_topic, v1_events_topic
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.records.meter_events import RecordDecodeError
 from meterflow.records.usage_changes import UsageChange, decode_usage_change
 from meterflow.settings import Settings
@@ -94,11 +95,13 @@ class AlertEvaluator(StoredOffsetConsumer):
             else idempotent_producer(bootstrap, "meterflow-alerts")
         )
         self.publisher = V1EventPublisher(
-            producer, v1_events_topic(settings.topic_prefix), pool, self.metrics, clock=clock
-        )
+            producer, v1_events_topic(settings.topic_prefix), pool, self.metrics, clock=clock,
+            retry=DatabaseRetry("alert-event-sweep", registry),
+        )  # fmt: skip
         self.credit_sweep = RecheckSweep(
             pool, self.publisher, self.credit_metrics, clock=clock,
             interval_s=credit_sweep_interval_s,
+            retry=DatabaseRetry("credit-alert-rechecks", registry),
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from aggregator.alerts.metrics import AlertMetrics
 from aggregator.alerts.store import StoredEvent, mark_published, unpublished_events
-from meterflow.kafka.consumer import DATABASE_ERRORS
 from meterflow.kafka.producer import Producer, PublishFailed, produce_all
+from meterflow.lifecycle.reconnect import DatabaseRetry
+from meterflow.store.outages import DATABASE_ERRORS
 from meterflow.v1_events import v1_event_key
 
 log = logging.getLogger("meterflow.alerts")
@@ -40,7 +42,9 @@ class V1EventPublisher:
         *,
         clock: Callable[[], float] = time.time,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
+        retry: DatabaseRetry | None = None,
     ) -> None:
+        self._retry = retry or DatabaseRetry("alert-event-sweep", CollectorRegistry())
         self._producer = producer
         self._topic = topic
         self._pool = pool
@@ -109,10 +113,16 @@ class V1EventPublisher:
                 self._metrics.publish_failures.inc()
                 log.warning("sweep could not publish alert events; retrying later")
                 swept = 0
+            except DATABASE_ERRORS as exc:
+                # The database is away: the next pass starts over once it is back.
+                await self._retry.pause(exc, self._stopping)
+                continue
             except Exception:
-                # The sweep must outlive a database hiccup; the next pass starts over.
+                # The sweep must outlive a bad pass; the next pass starts over.
                 log.exception("sweep of unpublished alert events failed")
                 swept = 0
+            else:
+                self._retry.succeeded()
             if swept < SWEEP_BATCH:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._sweep_interval_s)

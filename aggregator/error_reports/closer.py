@@ -16,7 +16,9 @@ from aggregator.error_reports.reports import ErrorReport, report_event
 from aggregator.error_reports.store import close_due_windows
 from aggregator.webhooks.core_events import CoreEvent, new_event_id
 from meterflow.errors import ConfigurationError
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 
 log = logging.getLogger("meterflow.aggregator.error_reports")
 
@@ -58,6 +60,7 @@ class ErrorReportCloser:
             "Passes closing error-report windows that failed (retried on the next pass).",
             registry=registry,
         )
+        self._retry = DatabaseRetry("error-report-closer", registry)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -90,9 +93,16 @@ class ErrorReportCloser:
         while not self._stopping.is_set():
             try:
                 await self.run_once()
+            except DATABASE_ERRORS as exc:
+                # The database is away: the next pass starts over once it is back.
+                self.failures.inc()
+                await self._retry.pause(exc, self._stopping)
+                continue
             except Exception:
-                # A database hiccup must not end error reporting; the next pass starts over.
+                # A bad pass must not end error reporting; the next pass starts over.
                 self.failures.inc()
                 log.exception("closing error-report windows failed")
+            else:
+                self._retry.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)

@@ -31,7 +31,9 @@ from aggregator.invoicing.closing import (
 )
 from aggregator.invoicing.metrics import CloserMetrics
 from meterflow.billing.objects.owners import AccountMode
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 from meterflow.store.pg import Conn
 
 log = logging.getLogger("meterflow.aggregator")
@@ -61,6 +63,7 @@ class InvoiceCloser:
         self._clock = clock
         self.metrics = CloserMetrics(registry)
         self._stopping = asyncio.Event()
+        self._retry = DatabaseRetry(self.name, registry)
 
     async def start(self) -> None:
         """Nothing to connect: each step takes a pooled connection."""
@@ -78,11 +81,13 @@ class InvoiceCloser:
         while not self._stopping.is_set():
             try:
                 await self.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS as exc:
                 # The database is away: nothing half-done survives a rolled-back step; the next
-                # pass starts over.
+                # pass starts over, after a backoff.
                 self.metrics.passes.labels("failed").inc()
-                log.exception("invoice closer pass failed")
+                await self._retry.pause(exc, self._stopping)
+                continue
+            self._retry.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._stopping.wait(), self._settings.aggregator.invoice_tick_s
@@ -188,5 +193,12 @@ class InvoiceCloser:
                         if await step(conn, ref):
                             done += 1
 
-        await asyncio.gather(*(worker() for _ in range(min(CONCURRENCY, len(refs)))))
+        # Every worker ends before the first error is raised: none is left running into the
+        # next pass.
+        results = await asyncio.gather(
+            *(worker() for _ in range(min(CONCURRENCY, len(refs)))), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return done

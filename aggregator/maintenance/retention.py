@@ -31,7 +31,9 @@ from typing import Literal
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter
 
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 from meterflow.store.pg import Conn
 from meterflow.windows import DAY_S
 
@@ -234,6 +236,7 @@ class MaintenanceLoop:
         self._clock = clock
         self.metrics = MaintenanceMetrics(registry)
         self._stopping = asyncio.Event()
+        self._retry = DatabaseRetry(self.name, registry)
 
     async def start(self) -> None:
         """Nothing to connect: each pass takes a pooled connection."""
@@ -265,10 +268,17 @@ class MaintenanceLoop:
         while not self._stopping.is_set():
             try:
                 await self.run_once()
+            except DATABASE_ERRORS as exc:
+                # The database is away: the pass starts over once it is back, after a backoff.
+                self.metrics.passes.labels("failed").inc()
+                await self._retry.pause(exc, self._stopping)
+                continue
             except Exception:
-                # Housekeeping must outlive a database hiccup; the next pass starts over.
+                # Housekeeping must outlive a bad pass; the next one starts over.
                 self.metrics.passes.labels("failed").inc()
                 log.exception("maintenance pass failed")
+            else:
+                self._retry.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._stopping.wait(), self._settings.aggregator.maintenance_interval_s

@@ -21,19 +21,18 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter
 
 from meterflow.errors import ConfigurationError
-from meterflow.kafka.consumer import DATABASE_ERRORS
 from meterflow.kafka.partitions import PartitionMap
 from meterflow.kafka.producer import Producer, PublishFailed, idempotent_producer, produce_all
 from meterflow.kafka.topics import USAGE_CHANGES_PARTITIONS, usage_changes_topic
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.records.usage_changes import UsageChange, encode_usage_change, usage_change_key
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 
 log = logging.getLogger("meterflow.aggregator.usage_relay")
 
 BATCH_MAX = 1000
 POLL_INTERVAL_S = 1.0
-_BACKOFF_MIN_S = 0.2
-_BACKOFF_MAX_S = 5.0
 
 
 class RelayMetrics:
@@ -79,6 +78,7 @@ class UsageRelay:
         self._batch_max = batch_max
         self._poll_interval_s = poll_interval_s
         self.metrics = RelayMetrics(registry)
+        self._retry = DatabaseRetry(self.name, registry)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._started = False
@@ -103,25 +103,19 @@ class UsageRelay:
 
     async def run(self) -> None:
         """Relay until asked to stop: full batches back to back, then wait for a wake-up."""
-        backoff_s = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 relayed = await self.relay_once()
-            except (PublishFailed, *DATABASE_ERRORS):
+            except (PublishFailed, *DATABASE_ERRORS) as exc:
+                # Rolled back: the rows stay for the next pass, after a backoff.
                 self.metrics.failures.inc()
-                log.exception("relaying usage changes failed; the rows stay and are retried")
-                backoff_s = min(max(2 * backoff_s, _BACKOFF_MIN_S), _BACKOFF_MAX_S)
-                await self._pause(backoff_s, wake=False)
+                await self._retry.pause(exc, self._stopping)
                 continue
-            backoff_s = 0.0
+            self._retry.succeeded()
             if relayed < self._batch_max:
-                await self._pause(self._poll_interval_s, wake=True)
-
-    async def _pause(self, seconds: float, *, wake: bool) -> None:
-        event = self._wake if wake else self._stopping
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
 
     async def relay_once(self) -> int:
         """Move up to ``batch_max`` of the oldest rows to the topic; return how many moved."""

@@ -37,7 +37,9 @@ from aggregator.webhooks.store import (
     record_attempts,
 )
 from meterflow.errors import ConfigurationError
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 from meterflow.webhooks.targets import TargetPolicy
 
 log = logging.getLogger("meterflow.aggregator.webhooks")
@@ -119,6 +121,7 @@ class WebhookDeliveryWorker:
         allow_private = settings.webhooks.webhook_allow_private_targets
         self._poster = poster or partial(post, targets=TargetPolicy(allow_private=allow_private))
         self.metrics = DeliveryMetrics(registry)
+        self._retry = DatabaseRetry("webhook-delivery", registry)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], str] = {}
@@ -144,9 +147,14 @@ class WebhookDeliveryWorker:
             while not self._stopping.is_set():
                 try:
                     await self.run_once()
+                except DATABASE_ERRORS as exc:
+                    # The database is away: leased deliveries come due again once it is back.
+                    await self._retry.pause(exc, self._stopping)
+                    continue
                 except Exception:
-                    # A database hiccup must not end delivery; leased deliveries come due again.
                     log.exception("webhook delivery pass failed")
+                else:
+                    self._retry.succeeded()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
                 self._wake.clear()

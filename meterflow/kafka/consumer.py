@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from meterflow.kafka.lag import track_lag
 from meterflow.kafka.offsets import OffsetFenced, adopt_offsets, stored_offsets
+from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
+from meterflow.store.outages import DATABASE_ERRORS
 
 log = logging.getLogger("meterflow.aggregator")
 
@@ -96,19 +98,17 @@ async def commit_advisory(
         log.warning("advisory Kafka commit failed: %s", exc)
 
 
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-_RETRY_PAUSE_S = 1.0
-
-
-async def reseek_until_done(seek: Callable[[], Awaitable[object]], stopping: asyncio.Event) -> None:
+async def reseek_until_done(
+    seek: Callable[[], Awaitable[object]], stopping: asyncio.Event, retry: DatabaseRetry
+) -> None:
     """Seek back to the stored offsets, waiting out a database that does not answer."""
     while not stopping.is_set():
         try:
             await seek()
-        except DATABASE_ERRORS:
-            log.exception("cannot read the stored offsets; retrying")
-            await asyncio.sleep(_RETRY_PAUSE_S)
+        except DATABASE_ERRORS as exc:
+            await retry.pause(exc, stopping)
         else:
+            retry.succeeded()
             return
 
 
@@ -149,6 +149,7 @@ class StoredOffsetConsumer:
         self._stopping = asyncio.Event()
         self._consumer = folding_consumer(settings, group)
         self._lag = track_lag(registry, group, self._consumer)
+        self._retry = DatabaseRetry(name, registry)
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         positions = await seek_to_stored(
@@ -199,13 +200,17 @@ class StoredOffsetConsumer:
             except OffsetFenced as exc:
                 self._fenced.inc()
                 log.warning("%s: batch rolled back, re-seeking: %s", self._group, exc)
-            except DATABASE_ERRORS:
+            except DATABASE_ERRORS as exc:
+                # Rolled back: wait out the database, then read the batch again.
                 self._failures.inc()
-                log.exception("%s: folding a batch failed; reading it again", self._group)
+                await self._retry.pause(exc, self._stopping)
             else:
+                self._retry.succeeded()
                 continue
             await reseek_until_done(
-                lambda: self.seek_to_stored(list(self._consumer.assignment())), self._stopping
+                lambda: self.seek_to_stored(list(self._consumer.assignment())),
+                self._stopping,
+                self._retry,
             )
 
     async def fold(self, batch: Batch) -> None:

@@ -3,7 +3,7 @@
 The aggregator's and the alert evaluator's loops (consumers, the usage relay, the closers, the
 sweeps, maintenance, webhook delivery) work in passes against PostgreSQL, each pass one or more
 transactions. A pass that fails on the database has rolled back, and the loop waits before the
-next one: 0.2 s after the first failure, doubling to at most 5 s, jittered so that processes do
+next one: 0.2 s after the first failure, doubling to at most 2 s, jittered so that processes do
 not all reconnect at once. The first pass that succeeds resets the wait. The asyncpg pool needs
 no help: it replaces a closed connection on the next acquire.
 
@@ -29,22 +29,24 @@ from meterflow.store.outages import is_database_outage
 log = logging.getLogger("meterflow.lifecycle")
 
 BACKOFF_MIN_S = 0.2
-BACKOFF_MAX_S = 5.0
+BACKOFF_MAX_S = 2.0
 
 
 class Backoff:
-    """Exponential backoff: ``min_s``, doubled after each consecutive failure up to ``max_s``,
-    then scaled by a jitter factor in ``[0.5, 1)``."""
+    """Exponential backoff: ``min_s`` (default :data:`BACKOFF_MIN_S`), doubled after each
+    consecutive failure up to ``max_s`` (:data:`BACKOFF_MAX_S`), then scaled by a jitter factor
+    in ``[0.5, 1)``."""
 
     def __init__(
         self,
         *,
-        min_s: float = BACKOFF_MIN_S,
-        max_s: float = BACKOFF_MAX_S,
+        min_s: float | None = None,
+        max_s: float | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._min_s = min_s
-        self._max_s = max_s
+        # Read when built, not when defined: tests shorten every component's backoff at once.
+        self._min_s = BACKOFF_MIN_S if min_s is None else min_s
+        self._max_s = BACKOFF_MAX_S if max_s is None else max_s
         self._jitter = jitter
         self.failures = 0
 

@@ -21,7 +21,7 @@ import asyncpg
 from asyncpg.exceptions import ClientConfigurationError, UnsupportedClientFeatureError
 
 # Everything the driver raises on a failed round trip: what a loop rolls back and retries.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
+DATABASE_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from aggregator.alerts.credit.metrics import CreditAlertMetrics
 from aggregator.alerts.credit.rules import AlertState, CustomerKey, judge
@@ -28,6 +29,8 @@ from aggregator.alerts.credit.store import (
 )
 from aggregator.alerts.v1_events import V1EventPublisher
 from meterflow.billing.balances import credit_balances
+from meterflow.lifecycle.reconnect import DatabaseRetry
+from meterflow.store.outages import DATABASE_ERRORS
 from meterflow.store.pg import Conn
 
 log = logging.getLogger("meterflow.alerts")
@@ -112,7 +115,9 @@ class RecheckSweep:
         clock: Callable[[], float] = time.time,
         interval_s: float = SWEEP_INTERVAL_S,
         batch: int = SWEEP_BATCH,
+        retry: DatabaseRetry | None = None,
     ) -> None:
+        self._retry = retry or DatabaseRetry("credit-alert-rechecks", CollectorRegistry())
         self._pool = pool
         self._publisher = publisher
         self._metrics = metrics
@@ -142,11 +147,18 @@ class RecheckSweep:
         while not self._stopping.is_set():
             try:
                 taken = await self.sweep_once()
+            except DATABASE_ERRORS as exc:
+                # The database is away: the rows it held are taken again once it is back.
+                self._metrics.sweep_failures.inc()
+                await self._retry.pause(exc, self._stopping)
+                continue
             except Exception:
-                # The sweep must outlive a database hiccup; the rows it held are taken again.
+                # The sweep must outlive a bad pass; the rows it held are taken again.
                 self._metrics.sweep_failures.inc()
                 log.exception("credit alert recheck sweep failed")
                 taken = 0
+            else:
+                self._retry.succeeded()
             if taken < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._interval_s)
