@@ -19,7 +19,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from deploy.ports import free_port
 from ingest.app import IngestApp
 from meterflow.settings import Settings
 from meterflow.store.accounts import create_account, create_key
@@ -35,7 +34,11 @@ from tests.fixtures.outage_load import (
     ask,
     refusals_without_retry_after,
 )
-from tests.fixtures.postgres_outage import RestartablePostgres, fresh_migrated_database
+from tests.fixtures.postgres_outage import (
+    RestartablePostgres,
+    fresh_migrated_database,
+    restartable_postgres,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +46,8 @@ STOP_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def outage_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
-    with RestartablePostgres(tmp_path_factory.mktemp("outage-postgres")) as pg:
+def outage_pg() -> Iterator[RestartablePostgres]:
+    with restartable_postgres() as pg:
         yield pg
 
 
@@ -58,9 +61,7 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(
-    outage_pg: RestartablePostgres, kafka_bootstrap: str, topic_prefix: str
-) -> AsyncIterator[Stack]:
+async def stack(outage_pg: RestartablePostgres, ingest_settings: Settings) -> AsyncIterator[Stack]:
     if not outage_pg.running:
         await asyncio.to_thread(outage_pg.start)
     database_url = await fresh_migrated_database(outage_pg)
@@ -70,11 +71,9 @@ async def stack(
         fresh_key = await create_key(conn, account.account_id, livemode=False)
     finally:
         await conn.close()
-    settings = Settings().with_overrides(
+    # The suite's test settings (Kafka, topics, port, limits), on this module's server.
+    settings = ingest_settings.with_overrides(
         database_url=database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        http_port=free_port(),
         db_pool_max=6,
         auth_cache_ttl_s=3600,
         meter_cache_ttl_s=3600,
