@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
@@ -191,7 +191,7 @@ async def drop_expired_partitions(conn: Conn, *, now_s: int, retention_days: int
 
 
 class MaintenanceMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, started_s: float) -> None:
         self.rows_pruned = Counter(
             "meterflow_maintenance_rows_pruned_total",
             "Rows deleted by retention maintenance, by table.",
@@ -210,12 +210,22 @@ class MaintenanceMetrics:
             ["outcome"],
             registry=registry,
         )
+        # Starts at the process's start, so a new process has the alert's hour for its first
+        # pass; across processes, the newest value tells when maintenance last ran anywhere.
+        self.last_done = Gauge(
+            "meterflow_maintenance_last_done_timestamp_seconds",
+            "Unix time of the last maintenance pass this process completed (before its first, "
+            "of its start).",
+            registry=registry,
+        )
+        self.last_done.set(started_s)
 
-    def record(self, report: MaintenanceReport) -> None:
+    def record(self, report: MaintenanceReport, *, now_s: float) -> None:
         for table, count in report.rows_pruned.items():
             self.rows_pruned.labels(table).inc(count)
         self.partitions_dropped.inc(len(report.partitions_dropped))
         self.passes.labels("done").inc()
+        self.last_done.set(now_s)
 
 
 class MaintenanceLoop:
@@ -234,7 +244,7 @@ class MaintenanceLoop:
         self._settings = settings
         self._pool = pool
         self._clock = clock
-        self.metrics = MaintenanceMetrics(registry)
+        self.metrics = MaintenanceMetrics(registry, started_s=clock())
         self._stopping = asyncio.Event()
         self._retry = DatabaseRetry(self.name, registry)
 
@@ -261,7 +271,7 @@ class MaintenanceLoop:
             self.metrics.passes.labels("skipped").inc()
             log.debug("maintenance: another process holds the lock; skipped")
         else:
-            self.metrics.record(report)
+            self.metrics.record(report, now_s=self._clock())
         return report
 
     async def run(self) -> None:

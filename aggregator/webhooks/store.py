@@ -127,7 +127,23 @@ async def record_attempts(
     return len(moved)
 
 
-async def pending_deliveries(conn: Conn) -> int:
-    return int(
-        await conn.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+@dataclass(frozen=True, slots=True)
+class PendingBacklog:
+    """Deliveries neither succeeded nor given up."""
+
+    pending: int
+    retrying: int  # of which at least one attempt failed (it is logged, and they are pending)
+    oldest_created_ms: int | None  # None when nothing is pending
+
+
+async def pending_backlog(conn: Conn) -> PendingBacklog:
+    row = await conn.fetchrow(
+        """SELECT count(*) AS pending,
+                  count(*) FILTER (WHERE EXISTS (
+                      SELECT 1 FROM webhook_delivery_attempts a WHERE a.delivery_id = d.id
+                  )) AS retrying,
+                  min(d.created_ms) AS oldest_created_ms
+           FROM webhook_deliveries d WHERE d.status = 'pending'"""
     )
+    assert row is not None  # noqa: S101 - an aggregate always yields a row
+    return PendingBacklog(row["pending"], row["retrying"], row["oldest_created_ms"])

@@ -32,8 +32,9 @@ from aggregator.webhooks.policy import (
 )
 from aggregator.webhooks.store import (
     ClaimedDelivery,
+    PendingBacklog,
     claim_deliveries,
-    pending_deliveries,
+    pending_backlog,
     record_attempts,
 )
 from meterflow.errors import ConfigurationError
@@ -52,7 +53,9 @@ _PENDING_REFRESH_S = 5.0
 
 
 class DeliveryMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, clock: Callable[[], float] = time.time
+    ) -> None:
         self.deliveries = Counter(
             "meterflow_webhook_deliveries_total",
             "Webhook delivery attempts by outcome: succeeded, retrying (failed, will retry), "
@@ -71,11 +74,37 @@ class DeliveryMetrics:
             "Deliveries not yet succeeded or given up, as last counted by this process.",
             registry=registry,
         )
+        self.retrying = Gauge(
+            "meterflow_webhook_deliveries_retrying",
+            "Pending deliveries with at least one failed attempt (the retry backlog), as last "
+            "counted by this process.",
+            registry=registry,
+        )
+        # The age grows between counts: it is computed when scraped, from the last count.
+        self._clock = clock
+        self._oldest_created_ms: int | None = None
+        self.oldest_pending_age = Gauge(
+            "meterflow_webhook_oldest_pending_age_seconds",
+            "Age of the oldest delivery not yet succeeded or given up (0 when none), from this "
+            "process's last count.",
+            registry=registry,
+        )
+        self.oldest_pending_age.set_function(self._oldest_pending_age_s)
         self.in_flight = Gauge(
             "meterflow_webhook_requests_in_flight",
             "Webhook requests this process is waiting on.",
             registry=registry,
         )
+
+    def record_backlog(self, backlog: PendingBacklog) -> None:
+        self.pending.set(backlog.pending)
+        self.retrying.set(backlog.retrying)
+        self._oldest_created_ms = backlog.oldest_created_ms
+
+    def _oldest_pending_age_s(self) -> float:
+        if self._oldest_created_ms is None:
+            return 0.0
+        return max(0.0, self._clock() - self._oldest_created_ms / 1000)
 
 
 def _policy(settings: Settings) -> RetryPolicy:
@@ -120,7 +149,7 @@ class WebhookDeliveryWorker:
         # Every delivery resolves its host and connects only to addresses the policy allows.
         allow_private = settings.webhooks.webhook_allow_private_targets
         self._poster = poster or partial(post, targets=TargetPolicy(allow_private=allow_private))
-        self.metrics = DeliveryMetrics(registry)
+        self.metrics = DeliveryMetrics(registry, clock)
         self._retry = DatabaseRetry("webhook-delivery", registry)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -194,7 +223,7 @@ class WebhookDeliveryWorker:
             self.metrics.in_flight.set(len(self._in_flight))
         if self._clock() - self._pending_counted_at >= _PENDING_REFRESH_S:
             async with self._pool.acquire() as conn:
-                self.metrics.pending.set(await pending_deliveries(conn))
+                self.metrics.record_backlog(await pending_backlog(conn))
             self._pending_counted_at = self._clock()
 
     def _finished(self, task: asyncio.Task[None]) -> None:

@@ -114,9 +114,22 @@ class MeterEventMetrics:
             ["endpoint", "outcome"],
             registry=registry,
         )
+        self.rejections = Counter(
+            "meterflow_meter_event_rejections_total",
+            "Meter event and adjustment requests refused (outcomes invalid and duplicate), by "
+            "endpoint and Stripe error code.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
 
     def count(self, endpoint: str, outcome: MeterEventOutcome) -> None:
         self.requests.labels(endpoint, outcome).inc()
+
+    def reject(self, endpoint: str, code: str) -> None:
+        """Count one refusal: outcome ``duplicate`` or ``invalid``, and its code."""
+        duplicate = code == "duplicate_meter_event"
+        self.requests.labels(endpoint, "duplicate" if duplicate else "invalid").inc()
+        self.rejections.labels(endpoint, code).inc()
 
 
 IdempotencyOutcome = Literal["stored", "not_stored", "replayed", "mismatched", "in_progress"]

@@ -213,7 +213,8 @@ class MeterEventsApi:
             self._metrics.count(endpoint, "unavailable")
             raise
         except ApiError as exc:
-            duplicate = exc.code == "duplicate_meter_event"
-            self._metrics.count(endpoint, "duplicate" if duplicate else "invalid")
+            # Every refusal here carries a code but a few parameter errors: those count as their
+            # error type, which keeps the label's values a small fixed set.
+            self._metrics.reject(endpoint, exc.code or exc.error_type)
             raise
         self._metrics.count(endpoint, "accepted")
