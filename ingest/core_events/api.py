@@ -50,7 +50,13 @@ def decode_page(text: str) -> PageToken:
         direction, seq = doc["d"], doc["s"]
     except (binascii.Error, ValueError, TypeError, KeyError) as exc:
         raise _bad_page() from exc
-    if direction not in ("after", "before") or not isinstance(seq, int):
+    # A position is a bigint; a bool is an int to Python but no position.
+    if (
+        direction not in ("after", "before")
+        or not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not -(2**63) <= seq < 2**63
+    ):
         raise _bad_page()
     return PageToken(direction, seq)
 

@@ -254,6 +254,10 @@ class Params:
             raise InvalidRequest(
                 f"Invalid {name}: must be a list of strings.", code="parameter_invalid", param=name
             )
+        for item in value:
+            # Listed values are compared with stored text, which cannot hold NUL.
+            if (found := control_character(item, printable=False)) is not None:
+                raise _control_character_error(name, name, found)
         return list(value)
 
     def no_expansion(self) -> None:

@@ -50,6 +50,7 @@ EVENT_TYPES = frozenset(
 MAX_URL = 2048
 MAX_DESCRIPTION = 5000
 DELIVERY_PREFIX = "whdel_"
+_MAX_BIGINT = 2**63 - 1
 
 
 def parse_url(params: Params, *, required: bool) -> str | None:
@@ -174,7 +175,12 @@ def _delivery_cursor(params: Params, key: str) -> int | None:
     if value is None:
         return None
     number = value.removeprefix(DELIVERY_PREFIX)
-    if not value.startswith(DELIVERY_PREFIX) or not number.isdigit():
+    # ASCII digits (isdigit alone takes "²") within PostgreSQL's bigint, else no such delivery.
+    if (
+        not value.startswith(DELIVERY_PREFIX)
+        or not (number.isascii() and number.isdigit())
+        or int(number) > _MAX_BIGINT
+    ):
         raise ResourceMissing(f"No such webhook delivery: '{value}'", param=key)
     return int(number)
 

@@ -66,3 +66,12 @@ def test_expand_is_accepted_empty_and_refused_when_asking_for_something() -> Non
     with pytest.raises(InvalidRequest) as exc:
         Params({"expand": ["customer"]}).no_expansion()
     assert exc.value.param == "expand"
+
+
+@pytest.mark.parametrize("items", [["\x00"], ["a", "b\x00c"], "\x00"])
+def test_listed_strings_may_not_hold_nul(items: object) -> None:
+    # PostgreSQL text cannot hold NUL: a listed value reaching a query would fail inside.
+    with pytest.raises(InvalidRequest) as caught:
+        Params({"types": items}).string_list("types")
+    assert (caught.value.code, caught.value.param) == ("parameter_invalid", "types")
+    assert Params({"types": ["a\tb"]}).string_list("types") == ["a\tb"]
