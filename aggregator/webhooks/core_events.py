@@ -10,11 +10,10 @@ from typing import Any
 import orjson
 
 from meterflow.apikeys import random_token
-from meterflow.rules.events import format_rfc3339
+from meterflow.core_events import event_envelope
 from meterflow.store.notifications import OutgoingEvent, enqueue_deliveries
 from meterflow.store.pg import Conn
 
-OBJECT = "v2.core.event"
 _ID_LENGTH = 46
 
 
@@ -38,16 +37,13 @@ def new_event_id(livemode: bool) -> str:
 
 def thin_notification(event: CoreEvent) -> dict[str, Any]:
     """The notification delivered to webhook endpoints; the receiver fetches ``data`` by id."""
-    return {
-        "id": event.id,
-        "object": OBJECT,
-        "type": event.type,
-        "created": format_rfc3339(event.created_ms),
-        "livemode": event.livemode,
-        "related_object": event.related_object,
-        "reason": None,
-        "context": None,
-    }
+    return event_envelope(
+        event_id=event.id,
+        event_type=event.type,
+        created_ms=event.created_ms,
+        livemode=event.livemode,
+        related_object=event.related_object,
+    )
 
 
 def outgoing(event: CoreEvent) -> OutgoingEvent:

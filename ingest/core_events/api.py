@@ -23,7 +23,7 @@ from ingest.edge.errors import InvalidRequest, ResourceMissing
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.params import Params
 from ingest.edge.routing import Route
-from meterflow.rules.events import format_rfc3339
+from meterflow.core_events import event_envelope
 
 BASE = "/v2/core/events"
 DEFAULT_LIMIT = 20
@@ -97,17 +97,14 @@ def parse_list_query(params: Params) -> EventQuery:
 def render_event(event: StoredCoreEvent) -> dict[str, Any]:
     """The full ``v2.core.event``; ``data`` and ``related_object`` are sent as stored."""
     related = event.related_object
-    return {
-        "id": event.id,
-        "object": "v2.core.event",
-        "type": event.type,
-        "created": format_rfc3339(event.created_ms),
-        "livemode": event.livemode,
-        "context": None,
-        "reason": None,
-        "related_object": None if related is None else orjson.Fragment(related),
-        "data": orjson.Fragment(event.data),
-    }
+    envelope = event_envelope(
+        event_id=event.id,
+        event_type=event.type,
+        created_ms=event.created_ms,
+        livemode=event.livemode,
+        related_object=None if related is None else orjson.Fragment(related),
+    )
+    return {**envelope, "data": orjson.Fragment(event.data)}
 
 
 class CoreEventsApi:

@@ -189,8 +189,6 @@ def test_events_name_the_meter_or_nothing() -> None:
         "created": "2024-08-28T20:54:15.051Z",
         "livemode": False,
         "related_object": event.related_object,
-        "reason": None,
-        "context": None,
     }
 
 
