@@ -13,6 +13,8 @@ class ApiError(MeterflowError):
 
     status: ClassVar[int] = 400
     error_type: ClassVar[str] = "invalid_request_error"
+    # The code a v2 endpoint answers instead of ``code``, where Stripe's v2 names it differently.
+    v2_code: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -57,9 +59,10 @@ class SessionExpired(AuthenticationFailed):
 
 
 class ResourceMissing(ApiError):
-    """404: no such object in the caller's account and mode."""
+    """404: no such object in the caller's account and mode (v2: ``not_found``)."""
 
     status = 404
+    v2_code = "not_found"
 
     def __init__(self, message: str, *, param: str | None = "id") -> None:
         super().__init__(message, code="resource_missing", param=param)

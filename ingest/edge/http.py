@@ -100,7 +100,7 @@ def error_response(error: ApiError) -> Response:
 
 def error_response_v2(error: ApiError) -> Response:
     """A v2 error: ``{"error": {"type", "code", "message"}}``, ``code`` always present."""
-    code = error.code or _V2_FALLBACK_CODES.get(error.status, "invalid_request")
+    code = error.v2_code or error.code or _V2_FALLBACK_CODES.get(error.status, "invalid_request")
     body = {"error": {"type": error.error_type, "code": code, "message": error.message}}
     return _with_headers(json_response(body, error.status), error)
 

@@ -100,7 +100,8 @@ async def test_another_accounts_event_is_a_v2_404(
     (event,) = await _events(pool, owner.account_id, ["mtr_a"])
     for path in (f"/v2/core/events/{event.id}", "/v2/core/events/evt_test_unknown"):
         error = v2_error(await http.get(path, headers=auth(stranger.secret_key)), 404)
-        assert error["code"] == "resource_missing"
+        # Stripe's v2 code for an unknown object; v1 says resource_missing.
+        assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
     listed = await http.get("/v2/core/events", headers=auth(stranger.secret_key))
     assert listed.json() == {"data": [], "next_page_url": None, "previous_page_url": None}
 

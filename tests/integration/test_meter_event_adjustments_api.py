@@ -53,7 +53,7 @@ async def test_cancel_adjustments(
     assert (unknown["code"], unknown["param"]) == ("resource_missing", "cancel[identifier]")
     assert "processed" in unknown["message"]
     unknown_v2 = v2_error(await http.post(v2, json=cancel_v2("nope"), headers=headers), 404)
-    assert unknown_v2["code"] == "resource_missing"
+    assert unknown_v2["code"] == "not_found"
     wrong = await http.post(v1, data=cancel("fresh", "other_event"), headers=headers)
     assert v1_error(wrong, 400)["code"] == "invalid_cancel_configuration"
     wrong_v2 = await http.post(v2, json=cancel_v2("fresh", "other_event"), headers=headers)
