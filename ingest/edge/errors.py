@@ -74,12 +74,6 @@ class UnknownRoute(ApiError):
     status = 404
 
 
-class MethodNotAllowed(ApiError):
-    """405: the path exists but not with this method."""
-
-    status = 405
-
-
 class PayloadTooLarge(ApiError):
     """413: the body is larger than the configured limit."""
 

@@ -84,7 +84,6 @@ _V2_FALLBACK_CODES = {
     400: "invalid_request",
     401: "unauthenticated",
     404: "not_found",
-    405: "method_not_allowed",
     413: "request_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ingest.edge.auth import Principal
-from ingest.edge.errors import MethodNotAllowed, UnknownRoute
+from ingest.edge.errors import UnknownRoute
 from ingest.edge.http import Request, Response
 
 AuthedHandler = Callable[[Request, Principal], Awaitable[Response]]
@@ -47,17 +47,12 @@ class Router:
         return [route for route, _ in self._routes]
 
     def match(self, method: str, path: str) -> Match:
-        allowed: list[str] = []
+        """The route for ``method`` and ``path``. As with Stripe, a path served only with other
+        methods is as unknown as any other URL: 404, never 405."""
         for route, pattern in self._routes:
-            found = pattern.match(path)
-            if found is None:
+            if route.method != method:
                 continue
-            if route.method == method:
+            found = pattern.match(path)
+            if found is not None:
                 return Match(route, found.groupdict())
-            allowed.append(route.method)
-        if allowed:
-            raise MethodNotAllowed(
-                f"Unsupported method {method} for {path}: use {', '.join(sorted(allowed))}.",
-                headers={"Allow": ", ".join(sorted(allowed))},
-            )
         raise UnknownRoute(f"Unrecognized request URL ({method}: {path}).")

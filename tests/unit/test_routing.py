@@ -1,7 +1,7 @@
 import pytest
 
 from ingest.edge.auth import Principal
-from ingest.edge.errors import MethodNotAllowed, UnknownRoute
+from ingest.edge.errors import UnknownRoute
 from ingest.edge.http import Request, Response, json_response
 from ingest.edge.routing import Route, Router
 
@@ -25,14 +25,30 @@ def test_matches_templates_and_extracts_ids() -> None:
     assert match.path_params == {"id": "mtr_123"}
 
 
-def test_unknown_path_is_404_and_wrong_method_is_405_with_allow() -> None:
+def test_unknown_path_is_404() -> None:
     with pytest.raises(UnknownRoute) as missing:
         ROUTER.match("GET", "/v1/nothing")
     assert missing.value.status == 404
-    with pytest.raises(MethodNotAllowed) as wrong:
-        ROUTER.match("DELETE", "/v1/billing/meters/mtr_1")
-    assert wrong.value.status == 405
-    assert wrong.value.headers == {"Allow": "POST"}
+    assert missing.value.message == "Unrecognized request URL (GET: /v1/nothing)."
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/v1/billing/meters/mtr_1"),
+        ("GET", "/v1/billing/meters/mtr_1/deactivate"),
+        ("POST", "/v1/billing/meters"),
+        ("PUT", "/v1/billing/meters/mtr_1"),
+    ],
+)
+def test_a_known_path_with_another_method_is_an_unknown_url_as_with_stripe(
+    method: str, path: str
+) -> None:
+    with pytest.raises(UnknownRoute) as wrong:
+        ROUTER.match(method, path)
+    assert wrong.value.status == 404
+    assert wrong.value.message == f"Unrecognized request URL ({method}: {path})."
+    assert wrong.value.headers == {}
 
 
 def test_ids_cannot_span_segments_or_be_huge() -> None:
