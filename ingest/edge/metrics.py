@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -90,6 +90,9 @@ class PublisherMetrics:
             ["reason"],
             registry=registry,
         )
+        # Every reason's series exists from the start, at 0, so a first failure is an increase.
+        for reason in get_args(PublishFailureReason):
+            self.failures.labels(reason)
 
 
 class ProducerCollector(Collector):

@@ -1,5 +1,6 @@
 """The metrics the dashboards and alert rules read that no other test covers: freshness of folded
-events, the webhook backlog, the last maintenance pass, meter event refusals by code."""
+events, the webhook backlog, the last maintenance pass, meter event refusals by code, Kafka publish
+failures from zero."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aggregator.maintenance.retention import MaintenanceMetrics, MaintenanceRepo
 from aggregator.rollups.consumer import FoldMetrics
 from aggregator.webhooks.store import PendingBacklog
 from aggregator.webhooks.worker import DeliveryMetrics
-from ingest.edge.metrics import MeterEventMetrics
+from ingest.edge.metrics import MeterEventMetrics, PublisherMetrics
 from meterflow.records.meter_events import AcceptedEvent, CancelRecord, EventsRecord
 
 
@@ -91,3 +92,11 @@ def test_refused_meter_events_count_by_outcome_and_by_code() -> None:
     assert sample("meterflow_meter_event_requests_total", outcome="duplicate") == 1
     assert sample("meterflow_meter_event_rejections_total", code="payload_invalid_value") == 2
     assert sample("meterflow_meter_event_rejections_total", code="duplicate_meter_event") == 1
+
+
+def test_every_kafka_publish_failure_reason_starts_at_zero() -> None:
+    registry = CollectorRegistry()
+    PublisherMetrics(registry)
+    for reason in ("not_connected", "timeout", "retriable_error", "fatal_error"):
+        labels = {"reason": reason}
+        assert registry.get_sample_value("meterflow_kafka_publish_failures_total", labels) == 0
