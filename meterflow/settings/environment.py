@@ -10,7 +10,7 @@ from typing import Any
 
 from meterflow.errors import ConfigurationError
 from meterflow.rules.events import MAX_PAST_S
-from meterflow.settings.roles import Settings
+from meterflow.settings.roles import LOG_FORMATS, LogFormat, Settings
 from meterflow.windows import DAY_S, HOUR_S
 
 MAX_INVOICE_GRACE_S = 72 * HOUR_S
@@ -24,6 +24,14 @@ def flag(raw: str) -> bool:
         return _FLAGS[raw.lower()]
     except KeyError:
         raise ValueError(raw) from None
+
+
+def log_format(raw: str) -> LogFormat:
+    """``text`` (one line for people) or ``json`` (one object per line), in any case."""
+    lowered = raw.lower()
+    if lowered not in LOG_FORMATS:
+        raise ValueError(raw)
+    return lowered
 
 
 # Environment variable -> (settings field, parser).
@@ -52,6 +60,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_CONSUMER_SESSION_TIMEOUT_MS": ("consumer_session_timeout_ms", int),
     "METERFLOW_SHUTDOWN_DEADLINE_S": ("shutdown_deadline_s", float),
     "METERFLOW_LOG_LEVEL": ("log_level", str),
+    "METERFLOW_LOG_FORMAT": ("log_format", log_format),
+    "METERFLOW_PROGRESS_INTERVAL_S": ("progress_interval_s", float),
     "METERFLOW_RATE_LIMIT_METER_EVENTS_PER_S": ("rate_limit_meter_events_per_s", float),
     "METERFLOW_RATE_LIMIT_STREAM_EVENTS_PER_S": ("rate_limit_stream_events_per_s", float),
     "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_KAFKA_VERSION = "4.2.1"
+# How log lines are written: ``text`` for people, ``json`` (one object per line) for collectors.
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 
 def _default_cache_dir() -> Path:
@@ -109,6 +112,8 @@ class LauncherSettings:
     local_kafka_port: int = 19092
     local_kafka_controller_port: int = 19093
     local_postgres_port: int = 15432
+    # How often `up` prints its one-line progress summary (events/s, lag); 0 turns it off.
+    progress_interval_s: float = 10.0
 
 
 _SECTIONS: dict[str, type] = {
@@ -136,6 +141,7 @@ class Settings:
     db_pool_max: int = 10
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
     ingest: IngestSettings = field(default_factory=IngestSettings)
     consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
     aggregator: AggregatorSettings = field(default_factory=AggregatorSettings)
