@@ -38,7 +38,7 @@ from ingest.edge.idempotency import (
 )
 from ingest.edge.key_store import PgKeyDirectory
 from ingest.edge.metrics import IdempotencyMetrics, IngestMetrics, MeterEventMetrics, PoolCollector
-from ingest.edge.rate_limits import AccountLimiter
+from ingest.edge.rate_limits import AccountLimiter, LimitClass, RequestLimits
 from ingest.edge.routing import AuthedHandler, Match, PublicHandler, Route, Router
 from ingest.events.api import MeterEventsApi
 from ingest.events.identifiers import PgProcessedEvents
@@ -81,6 +81,7 @@ class IngestApp:
         self.settings = settings
         self.registry = registry
         self.metrics = IngestMetrics(registry)
+        self._limits = RequestLimits(settings.ingest, self.metrics.rate_limited)
         self._outage_errors = outage_metrics(registry).errors.labels("ingest")
         self._outage_logged_at = float("-inf")
         self.pool: asyncpg.Pool | None = None
@@ -140,9 +141,17 @@ class IngestApp:
         )
         self._router = Router(
             [
-                Route("GET", "/metrics", self._metrics, authenticated=False),
-                Route("GET", "/healthz", self._healthz, authenticated=False),
-                Route("GET", "/readyz", self._readyz, authenticated=False),
+                # Not rate limited: a probe or scrape refused under attack would pull the
+                # instance out of service; expose them only to the operator's network.
+                Route(
+                    "GET", "/metrics", self._metrics, authenticated=False, limit_class="operational"
+                ),
+                Route(
+                    "GET", "/healthz", self._healthz, authenticated=False, limit_class="operational"
+                ),
+                Route(
+                    "GET", "/readyz", self._readyz, authenticated=False, limit_class="operational"
+                ),
                 *meters.routes(),
                 *events.routes(),
                 *stream.routes(),
@@ -215,6 +224,7 @@ class IngestApp:
         method: str = scope["method"]
         path: str = scope["path"]
         route_name = "unmatched"
+        limit_class: LimitClass | None = None
         request_id = object_id("req", length=14)
         render_error = _error_renderer(path)
         status = 500
@@ -223,10 +233,12 @@ class IngestApp:
             try:
                 match = self._match(method, path)
                 route_name = match.route.template
+                limit_class = match.route.limit_class
                 response = await self._handle(scope, receive, match, request_id, render_error)
             except ApiError as exc:
                 if isinstance(exc, AuthenticationFailed):
                     self.metrics.auth_failures.inc()
+                self._limits.observe(exc, limit_class, scope.get("client"))
                 response = render_error(exc)
             except Exception as exc:
                 if is_database_outage(exc):
@@ -280,6 +292,7 @@ class IngestApp:
     ) -> Response:
         assert self._authenticator is not None  # noqa: S101 - checked by the caller
         assert self._idempotent is not None  # noqa: S101 - set with the authenticator
+        self._limits.admit(match.route.limit_class, scope.get("client"))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body = await _read_body(receive, headers, self.settings.ingest.max_body_bytes)
@@ -299,6 +312,7 @@ class IngestApp:
         route = match.route
         if route.authenticated:
             principal = await self._authenticator.authenticate(request.header("authorization"))
+            self._limits.charge(route.limit_class, principal)
             handler = cast(AuthedHandler, route.handler)
             key = idempotency_key(request) if request.method == "POST" else None
             if key is not None:

@@ -100,6 +100,12 @@ def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) 
         # Tests register and deliver webhooks to receivers on 127.0.0.1 (a development setup);
         # tests of the address rules turn it off.
         webhook_allow_private_targets=True,
+        # Tests create objects and try bad keys in tight loops, faster than the general limit
+        # (25/s in test mode) and the failed-authentication limit allow: both off (0), as the
+        # bench has them; tests/integration/test_rate_limits.py turns them on.
+        rate_limit_api_live_per_s=0,
+        rate_limit_api_test_per_s=0,
+        rate_limit_auth_failures=0,
     )
 
 

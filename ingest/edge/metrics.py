@@ -40,6 +40,14 @@ class IngestMetrics:
             "Requests refused for a missing or unknown API key.",
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "meterflow_rate_limited_total",
+            "Requests answered 429, by endpoint class (api, meter_events, stream) and reason: "
+            "account (over its account's limit) or address (too many failed authentications "
+            "from the client's address).",
+            ["endpoint_class", "reason"],
+            registry=registry,
+        )
         self.errors = Counter(
             "meterflow_http_server_errors_total",
             "Requests that failed inside meterflow (answered 500); should stay at zero.",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ingest.edge.auth import Principal
 from ingest.edge.errors import UnknownRoute
 from ingest.edge.http import Request, Response
+from ingest.edge.rate_limits import LimitClass
 
 AuthedHandler = Callable[[Request, Principal], Awaitable[Response]]
 PublicHandler = Callable[[Request], Awaitable[Response]]
@@ -25,6 +26,8 @@ class Route:
     template: str
     handler: AuthedHandler | PublicHandler
     authenticated: bool = True
+    # The rate limit the route counts against (see ingest.edge.rate_limits).
+    limit_class: LimitClass = "api"
 
     @property
     def pattern(self) -> re.Pattern[str]:

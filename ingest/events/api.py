@@ -89,8 +89,10 @@ class MeterEventsApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("POST", V1_EVENTS, self.create_v1),
-            Route("POST", V2_EVENTS, self.create_v2),
+            # Meter events count against their own limit, checked in _create; adjustments
+            # against the general one.
+            Route("POST", V1_EVENTS, self.create_v1, limit_class="meter_events"),
+            Route("POST", V2_EVENTS, self.create_v2, limit_class="meter_events"),
             Route("POST", V1_ADJUSTMENTS, self.adjust_v1),
             Route("POST", V2_ADJUSTMENTS, self.adjust_v2),
         ]

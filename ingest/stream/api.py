@@ -92,7 +92,8 @@ class MeterEventStreamApi:
         return [
             Route("POST", SESSION, self.create_session),
             Route("POST", SESSION_REVOKE, self.revoke_sessions),
-            Route("POST", STREAM, self.stream, authenticated=False),
+            # Authenticated by session token; counts events against its own limit, in stream().
+            Route("POST", STREAM, self.stream, authenticated=False, limit_class="stream"),
         ]
 
     async def create_session(self, request: Request, who: Principal) -> Response:

@@ -64,6 +64,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_PROGRESS_INTERVAL_S": ("progress_interval_s", float),
     "METERFLOW_RATE_LIMIT_METER_EVENTS_PER_S": ("rate_limit_meter_events_per_s", float),
     "METERFLOW_RATE_LIMIT_STREAM_EVENTS_PER_S": ("rate_limit_stream_events_per_s", float),
+    "METERFLOW_RATE_LIMIT_API_LIVE_PER_S": ("rate_limit_api_live_per_s", float),
+    "METERFLOW_RATE_LIMIT_API_TEST_PER_S": ("rate_limit_api_test_per_s", float),
+    "METERFLOW_RATE_LIMIT_AUTH_FAILURES": ("rate_limit_auth_failures", int),
+    "METERFLOW_RATE_LIMIT_AUTH_FAILURES_WINDOW_S": ("rate_limit_auth_failures_window_s", float),
+    "METERFLOW_RATE_LIMIT_AUTH_BLOCK_S": ("rate_limit_auth_block_s", float),
     "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
     "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
     "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
@@ -117,4 +122,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("METERFLOW_INVOICE_TICK_S must be positive")
     if not 0 <= settings.consumers.consumer_nice <= 19:
         raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
+    _check_rate_limits(settings)
     return settings
+
+
+def _check_rate_limits(settings: Settings) -> None:
+    ingest = settings.ingest
+    rates = (
+        ingest.rate_limit_meter_events_per_s,
+        ingest.rate_limit_stream_events_per_s,
+        ingest.rate_limit_api_live_per_s,
+        ingest.rate_limit_api_test_per_s,
+        ingest.rate_limit_auth_failures,
+    )
+    if min(rates) < 0:
+        raise ConfigurationError("METERFLOW_RATE_LIMIT_* must be 0 (no limit) or positive")
+    if min(ingest.rate_limit_auth_failures_window_s, ingest.rate_limit_auth_block_s) <= 0:
+        raise ConfigurationError(
+            "METERFLOW_RATE_LIMIT_AUTH_FAILURES_WINDOW_S and METERFLOW_RATE_LIMIT_AUTH_BLOCK_S "
+            "must be positive"
+        )

@@ -41,6 +41,15 @@ class IngestSettings:
     # 1,000 meter events per second on v1/v2 single events, 10,000 on meter_event_stream.
     rate_limit_meter_events_per_s: float = 1000.0
     rate_limit_stream_events_per_s: float = 10_000.0
+    # Every other endpoint but /healthz, /readyz and /metrics: Stripe's basic limit, 100
+    # requests per second in live mode and 25 in test mode.
+    rate_limit_api_live_per_s: float = 100.0
+    rate_limit_api_test_per_s: float = 25.0
+    # Per client address: this many failed authentications (401) within the window block the
+    # address for block_s (429 before any key lookup); 0 failures turns it off.
+    rate_limit_auth_failures: int = 20
+    rate_limit_auth_failures_window_s: float = 10.0
+    rate_limit_auth_block_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
