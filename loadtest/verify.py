@@ -27,6 +27,9 @@ from meterflow.windows import TimeWindow as Window
 
 _LOOKBACK_S = 36 * DAY_S
 _RETRY_PAUSE_S = 0.5
+# A 429 (the server's per-account limit: 25 requests/s in test mode by default) is waited out
+# as Retry-After asks, this many times per request at most.
+_RATE_LIMITED_RETRIES = 60
 _PAGE = 100
 _MAX_SAMPLES = 20
 
@@ -255,7 +258,13 @@ class _SummaryReader:
     async def _get(
         self, client: HttpClient, key: str, path: str, query: dict[str, str | int]
     ) -> dict[str, Any]:
-        response: HttpResponse = await client.request(self._encoder.get(path, key, query))
+        request = self._encoder.get(path, key, query)
+        response: HttpResponse = await client.request(request)
+        for _ in range(_RATE_LIMITED_RETRIES):
+            if response.status != 429:
+                break
+            await asyncio.sleep(response.retry_after_s or 1.0)
+            response = await client.request(request)
         document = response.json() if response.status == 200 else None
         if not isinstance(document, dict):
             raise SummaryRequestFailed(
