@@ -37,7 +37,7 @@ class EventNotifications:
         self._started = True
 
     def ready(self) -> bool:
-        return self._started and not self._stopping
+        return self._started and not self._stopping and self.consumer.ready()
 
     def request_stop(self) -> None:
         self._stopping = True

@@ -8,7 +8,7 @@ import logging
 
 import asyncpg
 import uvloop
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from aggregator.invoicing.closer import InvoiceCloser
 from aggregator.maintenance.retention import MaintenanceLoop
@@ -18,6 +18,7 @@ from aggregator.usage_feed.relay import UsageRelay
 from meterflow.errors import ConfigurationError
 from meterflow.lifecycle.component import Component
 from meterflow.lifecycle.driver import drive
+from meterflow.lifecycle.health import HealthServer
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.aggregator")
@@ -32,9 +33,9 @@ async def serve_aggregator(settings: Settings) -> None:
         raise ConfigurationError("the aggregator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     registry = CollectorRegistry()
     metrics_port = settings.aggregator.aggregator_metrics_port
-    metrics_server, metrics_thread = start_http_server(
-        metrics_port, addr=settings.http_host, registry=registry
-    )
+    # /metrics, /healthz and /readyz (every part ready: the consumers hold their partitions).
+    health = HealthServer(settings.http_host, metrics_port, registry)
+    health.start()
     # The fold, the relay, the error-report consumer, its window closer, the webhook worker,
     # maintenance and the invoice closer's workers each hold a connection briefly.
     pool = await asyncpg.create_pool(
@@ -48,6 +49,7 @@ async def serve_aggregator(settings: Settings) -> None:
         MaintenanceLoop(settings, pool, registry),
         InvoiceCloser(settings, pool, registry),
     ]
+    health.watch(parts)
     try:
         await drive(
             parts,
@@ -61,8 +63,7 @@ async def serve_aggregator(settings: Settings) -> None:
         )
     finally:
         await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
-        metrics_server.shutdown()
-        metrics_thread.join(timeout=settings.shutdown_deadline_s)
+        health.stop(settings.shutdown_deadline_s)
     log.info("aggregator stopped")
 
 

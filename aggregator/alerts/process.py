@@ -8,11 +8,12 @@ import logging
 
 import asyncpg
 import uvloop
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from aggregator.alerts.evaluator import AlertEvaluator
 from meterflow.errors import ConfigurationError
 from meterflow.lifecycle.driver import drive
+from meterflow.lifecycle.health import HealthServer
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.alerts")
@@ -26,13 +27,14 @@ async def serve_alerts(settings: Settings) -> None:
             "the alert evaluator needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS"
         )
     registry = CollectorRegistry()
-    metrics_server, metrics_thread = start_http_server(
-        settings.alerts.alerts_metrics_port, addr=settings.http_host, registry=registry
-    )
+    # /metrics, /healthz and /readyz (ready while the evaluator is a member of its group).
+    health = HealthServer(settings.http_host, settings.alerts.alerts_metrics_port, registry)
+    health.start()
     # The evaluation, the credit alert rechecks and the event sweep each hold a connection
     # briefly; one more lets the publisher mark events published meanwhile.
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     evaluator = AlertEvaluator(settings, pool, registry)
+    health.watch([evaluator])
     try:
         await drive(
             [evaluator],
@@ -46,8 +48,7 @@ async def serve_alerts(settings: Settings) -> None:
         )
     finally:
         await asyncio.wait_for(pool.close(), settings.shutdown_deadline_s)
-        metrics_server.shutdown()
-        metrics_thread.join(timeout=settings.shutdown_deadline_s)
+        health.stop(settings.shutdown_deadline_s)
     log.info("alert evaluator stopped")
 
 

@@ -69,13 +69,21 @@ async def seek_to_stored(
 
 
 class SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Calls ``seek`` with the partitions of every new assignment."""
+    """Calls ``seek`` with the partitions of every new assignment (an empty one too: the member is
+    then idle in its group), and ``on_revoked`` when a rebalance takes them away."""
 
-    def __init__(self, seek: Callable[[list[TopicPartition]], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        seek: Callable[[list[TopicPartition]], Awaitable[object]],
+        on_revoked: Callable[[], None] = lambda: None,
+    ) -> None:
         self._seek = seek
+        self._on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        self._on_revoked()
+        if revoked:
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self._seek(assigned)
@@ -140,6 +148,9 @@ class StoredOffsetConsumer:
         self.name = name
         self._adopt_kafka_commits = adopt_kafka_commits
         self._started = False
+        # Whether the last rebalance assigned this member its partitions (maybe none) and the
+        # seek to their stored offsets succeeded; false from a revocation until then.
+        self._in_group = False
         self._pool = pool
         self._topic = topic
         self._group = group
@@ -156,16 +167,24 @@ class StoredOffsetConsumer:
             self._consumer, self._pool, self._group, self._topic, assigned
         )
         self._lag.folded_up_to(positions)
+        self._in_group = True
+
+    def _revoked(self) -> None:
+        self._in_group = False
 
     async def start(self) -> None:
         await self._consumer.start()
         if self._adopt_kafka_commits:
             await self._adopt_kafka_commits_once(self._adopt_kafka_commits)
-        self._consumer.subscribe([self._topic], listener=SeekOnAssign(self.seek_to_stored))
+        self._consumer.subscribe(
+            [self._topic], listener=SeekOnAssign(self.seek_to_stored, self._revoked)
+        )
         self._started = True
 
     def ready(self) -> bool:
-        return self._started and not self._stopping.is_set()
+        """Started, not stopping, and a member of its group: holding partitions positioned at
+        their stored offsets, or idle (the group has more members than partitions)."""
+        return self._started and self._in_group and not self._stopping.is_set()
 
     async def _adopt_kafka_commits_once(self, partitions: int) -> None:
         """For a group that kept its offsets in Kafka before they moved to PostgreSQL: store the
