@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -22,8 +21,9 @@ from deploy.stack import run_stack
 from ingest.server import run_ingest
 from meterflow.errors import ConfigurationError, MeterflowError
 from meterflow.kafka.topics import ensure_topics, topic_specs
+from meterflow.logs import configure_logging
 from meterflow.runtime import lower_priority, tune_garbage_collector
-from meterflow.settings import Settings, environment_variables, load_settings
+from meterflow.settings import LOG_FORMATS, Settings, environment_variables, load_settings
 from meterflow.store.accounts import create_account, create_key, revoke_key
 from meterflow.store.migrations import migrate
 
@@ -143,14 +143,24 @@ def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
 Command = Callable[[Settings, argparse.Namespace], int]
 
 
+_LOG_FORMAT_HELP = "text (the default) or json, one object per line; or METERFLOW_LOG_FORMAT"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meterflow", description="Self-hosted, Stripe-compatible meter event pipeline."
     )
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help=_LOG_FORMAT_HELP)
+    # The same option after the command (`meterflow ingest --log-format json`); left unset
+    # there, it keeps what came before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=_LOG_FORMAT_HELP
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, command: Command, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(run=command)
         return p
 
@@ -163,32 +173,45 @@ def build_parser() -> argparse.ArgumentParser:
     add("config", cmd_config, "Print the effective configuration (secrets masked).")
     add("maintenance", cmd_maintenance, "Run one retention pass: prune old rows and partitions.")
 
-    accounts = sub.add_parser("accounts", help="Manage accounts and API keys.")
+    accounts = sub.add_parser("accounts", help="Manage accounts and API keys.", parents=[common])
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
-    create = accounts_sub.add_parser("create", help="Create an account and print a secret key.")
+    create = accounts_sub.add_parser(
+        "create", help="Create an account and print a secret key.", parents=[common]
+    )
     create.add_argument("--name", default="default", help="a label for the account")
     create.add_argument("--live", action="store_true", help="issue an sk_live_ key")
     create.set_defaults(run=cmd_accounts_create)
 
-    keys = accounts_sub.add_parser("keys", help="Issue or revoke secret keys.")
+    keys = accounts_sub.add_parser("keys", help="Issue or revoke secret keys.", parents=[common])
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    key_create = keys_sub.add_parser("create", help="Issue a new secret key for an account.")
+    key_create = keys_sub.add_parser(
+        "create", help="Issue a new secret key for an account.", parents=[common]
+    )
     key_create.add_argument("account", help="account id (acct_...)")
     key_create.add_argument("--live", action="store_true", help="issue an sk_live_ key")
     key_create.set_defaults(run=cmd_keys_create)
-    key_revoke = keys_sub.add_parser("revoke", help="Revoke a secret key.")
+    key_revoke = keys_sub.add_parser("revoke", help="Revoke a secret key.", parents=[common])
     key_revoke.add_argument("key", help="the secret key to revoke")
     key_revoke.set_defaults(run=cmd_keys_revoke)
     return parser
 
 
+def _configure(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and the flags; logging set up from them."""
+    settings = load_settings()
+    if args.log_format is not None:
+        settings = settings.with_overrides(log_format=args.log_format)
+    try:
+        configure_logging(settings.log_level, settings.log_format, process=args.command)
+    except ValueError as exc:
+        raise ConfigurationError(f"METERFLOW_LOG_LEVEL: {exc}") from exc
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        settings = load_settings()
+        settings = _configure(args)
         command: Command = args.run
         return command(settings, args)
     except MeterflowError as exc:

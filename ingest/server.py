@@ -24,7 +24,10 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
         http="httptools",
         lifespan="on",
         access_log=False,
-        log_level=settings.log_level.lower(),
+        # No handlers of uvicorn's own: meterflow.logs writes its records (text or JSON), and
+        # keeps its INFO lines for DEBUG.
+        log_config=None,
+        log_level=None,
         timeout_graceful_shutdown=int(settings.shutdown_deadline_s),
         # Slow or idle clients must not hold sockets forever.
         timeout_keep_alive=30,
@@ -76,3 +79,4 @@ def run_ingest(settings: Settings) -> None:
     server = HttpServer(build_server(settings, registry))
     # The graceful shutdown is bounded by uvicorn's own timeout; the margin covers the lifespan.
     uvloop.run(drive([server], deadline_s=2 * settings.shutdown_deadline_s, registry=registry))
+    logging.getLogger("meterflow.ingest").info("ingest stopped")

@@ -140,7 +140,9 @@ async def run_maintenance(
         )
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_KEY)
-    log.info("maintenance: %s", report.summary())
+    # A pass that removed nothing is routine; one that did is worth a line.
+    changed = any(report.rows_pruned.values()) or report.partitions_dropped
+    log.log(logging.INFO if changed else logging.DEBUG, "maintenance: %s", report.summary())
     return report
 
 

@@ -5,22 +5,26 @@
 
 from meterflow.settings.environment import environment_variables, load_settings
 from meterflow.settings.roles import (
+    LOG_FORMATS,
     AggregatorSettings,
     AlertSettings,
     ConsumerSettings,
     IngestSettings,
     LauncherSettings,
+    LogFormat,
     Settings,
     WebhookSettings,
     mask_url_password,
 )
 
 __all__ = [
+    "LOG_FORMATS",
     "AggregatorSettings",
     "AlertSettings",
     "ConsumerSettings",
     "IngestSettings",
     "LauncherSettings",
+    "LogFormat",
     "Settings",
     "WebhookSettings",
     "environment_variables",
