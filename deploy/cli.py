@@ -24,6 +24,7 @@ from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.logs import configure_logging
 from meterflow.runtime import lower_priority, tune_garbage_collector
 from meterflow.settings import LOG_FORMATS, Settings, environment_variables, load_settings
+from meterflow.settings.local_stack import read_local_stack, with_local_stack
 from meterflow.store.accounts import create_account, create_key, revoke_key
 from meterflow.store.migrations import migrate
 
@@ -33,15 +34,18 @@ T = TypeVar("T")
 def _need_database(settings: Settings) -> str:
     if not settings.database_url:
         raise ConfigurationError(
-            "DATABASE_URL is not set (meterflow up starts a local PostgreSQL; other commands "
-            "need to be told where it is)"
+            "DATABASE_URL is not set and no local stack is running: start one with "
+            "`meterflow up` (other commands then find it), or set DATABASE_URL"
         )
     return settings.database_url
 
 
 def _need_kafka(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
-        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
+        raise ConfigurationError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set and no local stack is running: start one with "
+            "`meterflow up`, or set KAFKA_BOOTSTRAP_SERVERS"
+        )
     return settings.kafka_bootstrap_servers
 
 
@@ -197,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure(args: argparse.Namespace) -> Settings:
-    """Settings from the environment and the flags; logging set up from them."""
+    """Settings from the environment and the flags; logging set up from them. Every command but
+    ``up`` (which starts its own) finds a running local stack for the connections not set."""
     settings = load_settings()
     if args.log_format is not None:
         settings = settings.with_overrides(log_format=args.log_format)
@@ -205,7 +210,9 @@ def _configure(args: argparse.Namespace) -> Settings:
         configure_logging(settings.log_level, settings.log_format, process=args.command)
     except ValueError as exc:
         raise ConfigurationError(f"METERFLOW_LOG_LEVEL: {exc}") from exc
-    return settings
+    if args.command == "up":
+        return settings
+    return with_local_stack(settings, read_local_stack(settings.launcher.data_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

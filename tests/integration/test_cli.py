@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,8 +14,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-async def _meterflow(database_url: str, *args: str) -> tuple[int, str, str]:
+async def _meterflow(
+    database_url: str, *args: str, data_dir: Path | None = None
+) -> tuple[int, str, str]:
     env = {**os.environ, "DATABASE_URL": database_url}
+    if data_dir is not None:  # where a running `meterflow up` would have left its record
+        env["METERFLOW_DATA_DIR"] = str(data_dir)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -73,7 +78,7 @@ async def test_config_masks_the_database_password() -> None:
     assert "s3cret" not in out
 
 
-async def test_commands_needing_a_database_say_so() -> None:
-    code, _, err = await _meterflow("", "accounts", "create")
+async def test_commands_needing_a_database_say_so(tmp_path: Path) -> None:
+    code, _, err = await _meterflow("", "accounts", "create", data_dir=tmp_path)
     assert code == 2
     assert "DATABASE_URL is not set" in err
