@@ -1,0 +1,1 @@
+"""meterflow's Grafana dashboards, as code (``dashboards.py``) and as the JSON it writes."""
