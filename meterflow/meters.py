@@ -10,6 +10,13 @@ from meterflow.windows import TimeWindow
 Formula = Literal["sum", "count", "last"]
 MeterStatus = Literal["active", "inactive"]
 
+# The v1 events a meter's changes announce, each carrying the meter as it is after the change.
+METER_CREATED = "billing.meter.created"
+METER_UPDATED = "billing.meter.updated"
+METER_DEACTIVATED = "billing.meter.deactivated"
+METER_REACTIVATED = "billing.meter.reactivated"
+METER_EVENT_TYPES = frozenset({METER_CREATED, METER_UPDATED, METER_DEACTIVATED, METER_REACTIVATED})
+
 
 @dataclass(frozen=True, slots=True)
 class Meter:

@@ -35,6 +35,7 @@ from ingest.webhooks.store import (
 )
 from ingest.webhooks.targets import check_endpoint_url, check_host_syntax
 from meterflow.billing.announce import BILLING_EVENT_TYPES
+from meterflow.meters import METER_EVENT_TYPES
 from meterflow.webhooks.targets import TargetPolicy
 
 BASE = "/v1/webhook_endpoints"
@@ -45,6 +46,7 @@ EVENT_TYPES = frozenset(
         "v1.billing.meter.error_report_triggered",
         "v1.billing.meter.no_meter_found",
         *BILLING_EVENT_TYPES,
+        *METER_EVENT_TYPES,
     }
 )
 MAX_URL = 2048

@@ -124,7 +124,9 @@ async def test_list_and_retrieve_with_live_pending_webhooks(
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["object"], body["url"], body["has_more"]) == ("list", EVENTS, False)
-    assert body["data"] == [{**second, "pending_webhooks": 2}, {**first, "pending_webhooks": 1}]
+    *alerts, meter_created = body["data"]  # creating the alert's meter announced it first
+    assert alerts == [{**second, "pending_webhooks": 2}, {**first, "pending_webhooks": 1}]
+    assert meter_created["type"] == "billing.meter.created"
     triggered = body["data"][0]["data"]["object"]
     assert triggered["object"] == "billing.alert_triggered"
     assert (triggered["alert"]["id"], triggered["customer"], triggered["value"]) == (
@@ -156,13 +158,17 @@ async def test_filters_and_pagination(
               for n in range(4)]  # fmt: skip
     other = await insert_event(pool, alert_id, "cus_x", 1, base_s + 50, event_type="other.type")
     e0, e1, e2, e3 = (e["id"] for e in events)
+    meter_listed = await http.get(
+        EVENTS, params={"type": "billing.meter.created"}, headers=auth(key)
+    )
+    (meter_created,) = (e["id"] for e in meter_listed.json()["data"])  # stored first, created now
 
     async def ids(params: httpx.QueryParams | dict[str, str]) -> tuple[list[str], bool]:
         response = await http.get(EVENTS, params=params, headers=auth(key))
         assert response.status_code == 200, response.text
         return [e["id"] for e in response.json()["data"]], response.json()["has_more"]
 
-    assert await ids({}) == ([other["id"], e3, e2, e1, e0], False)
+    assert await ids({}) == ([other["id"], e3, e2, e1, e0, meter_created], False)
     assert await ids({"type": "billing.alert.triggered"}) == ([e3, e2, e1, e0], False)
     assert await ids({"type": "billing.alert"}) == ([], False)  # exact, no prefix matching
     assert await ids(
@@ -182,7 +188,7 @@ async def test_filters_and_pagination(
         False,
     )
     assert await ids({"created": str(base_s + 30)}) == ([e3], False)
-    assert await ids({"created[gt]": str(base_s + 30)}) == ([other["id"]], False)
+    assert await ids({"created[gt]": str(base_s + 30)}) == ([other["id"], meter_created], False)
 
     for params, param in (
         ({"type": "a", "types[]": "b"}, "types"),
@@ -212,4 +218,6 @@ async def test_other_accounts_and_modes_see_none_of_it(
         assert v1_error(one, 404)["param"] == "id"
         cursor = await http.get(EVENTS, params={"ending_before": event["id"]}, headers=auth(other))
         v1_error(cursor, 404)
-    assert (await http.get(EVENTS, headers=auth(key))).json()["data"] == [event]
+    mine = (await http.get(EVENTS, headers=auth(key))).json()["data"]
+    assert [e["id"] for e in mine] == [event["id"], mine[1]["id"]]
+    assert (mine[0], mine[1]["type"]) == (event, "billing.meter.created")
