@@ -47,6 +47,7 @@ from ingest.meters.api import MetersApi
 from ingest.meters.directory import MeterDirectory
 from ingest.meters.store import MeterStore
 from ingest.meters.summaries_api import SummariesApi
+from ingest.openapi.api import OpenApiEndpoint
 from ingest.stream.api import MeterEventStreamApi
 from ingest.stream.sessions import SessionAuthority
 from ingest.v1_events.api import V1EventsApi
@@ -166,6 +167,7 @@ class IngestApp:
                 *billing_routes(
                     self.pool, store, invoice_grace_s=self.settings.aggregator.invoice_grace_s
                 ),
+                OpenApiEndpoint(lambda: self.routes).route(),
             ]
         )
         log.info("ingest ready")
