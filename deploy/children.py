@@ -152,3 +152,4 @@ class ServiceProcess:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.child.stop, self._deadline_s)
+        self._say(f"{self.name} stopped")

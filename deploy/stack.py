@@ -26,6 +26,12 @@ from deploy.children import ServiceProcess, meterflow_child
 from deploy.children import say as _say
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.postgres_server import LocalPostgresServer, PostgresServerConfig
+from deploy.up_output import (
+    ProgressReporter,
+    child_log_env,
+    forget_local_stack,
+    record_local_stack,
+)
 from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.lifecycle.driver import drive
 from meterflow.lifecycle.supervision import BackgroundTaskFailed
@@ -85,6 +91,7 @@ def local_postgres(
     say(f"starting PostgreSQL on 127.0.0.1:{settings.launcher.local_postgres_port}")
     with server:  # starts it, and stops it on the way out
         yield RunningService(server.dsn, server.pid)
+    say("PostgreSQL stopped")
 
 
 @contextlib.contextmanager
@@ -108,6 +115,7 @@ def local_kafka(settings: Settings, say: Callable[[str], None] = _say) -> Iterat
     )
     with broker:  # starts it, and stops it on the way out
         yield RunningService(broker.bootstrap_servers, broker.pid)
+    say("Kafka stopped")
 
 
 def run_stack(settings: Settings) -> int:
@@ -125,6 +133,7 @@ def run_stack(settings: Settings) -> int:
         _say("stopped")
         return 0
     finally:
+        forget_local_stack(settings)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -133,16 +142,30 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
     """Prepare the database and topics, then run the services until a signal or a child exits."""
     key = await _prepare(database_url, bootstrap, settings)
     env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    env |= child_log_env(settings)
     host = settings.http_host
     base_url = f"http://{host}:{settings.ingest.http_port}"
+    record_local_stack(settings, database_url, bootstrap, base_url)
     aggregator_metrics = f"http://{host}:{settings.aggregator.aggregator_metrics_port}/metrics"
     alerts_metrics = f"http://{host}:{settings.alerts.alerts_metrics_port}/metrics"
+    # Ready once their consumers joined their groups, so nothing comes after the banner.
+    aggregator_ready = aggregator_metrics.replace("/metrics", "/readyz")
+    alerts_ready = alerts_metrics.replace("/metrics", "/readyz")
     deadline_s = settings.shutdown_deadline_s
     services = [
         ServiceProcess(meterflow_child("ingest", env), f"{base_url}/readyz", deadline_s, _say),
-        ServiceProcess(meterflow_child("aggregator", env), aggregator_metrics, deadline_s, _say),
-        ServiceProcess(meterflow_child("alerts", env), alerts_metrics, deadline_s, _say),
+        ServiceProcess(meterflow_child("aggregator", env), aggregator_ready, deadline_s, _say),
+        ServiceProcess(meterflow_child("alerts", env), alerts_ready, deadline_s, _say),
     ]
+    progress = ProgressReporter(
+        {
+            "ingest": f"{base_url}/metrics",
+            "aggregator": aggregator_metrics,
+            "alerts": alerts_metrics,
+        },
+        settings.launcher.progress_interval_s,
+        _say,
+    )
 
     def running() -> None:
         _say(f"stack up in {time.monotonic() - started:.1f}s")
@@ -153,7 +176,9 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
 
     try:
         # A child's own stop is bounded by the deadline; the margin lets it kill the child.
-        await drive(services, deadline_s=deadline_s + _KILL_MARGIN_S, on_running=running)
+        await drive(
+            [*services, progress], deadline_s=deadline_s + _KILL_MARGIN_S, on_running=running
+        )
     except BackgroundTaskFailed:
         _say(f"{', '.join(s.name for s in services if not s.alive())} exited; stopped the stack")
         return 1
