@@ -147,8 +147,35 @@ def test_prometheus_configuration_passes_promtool(tmp_path: Path) -> None:
 
 def test_grafana_is_provisioned_with_the_dashboards() -> None:
     grafana = SERVICES["grafana"]
-    mounts = dict(volume.split(":")[:2] for volume in grafana["volumes"])
+    mounts = {
+        target: source
+        for source, target, *_ in (volume.split(":") for volume in grafana["volumes"])
+    }
     provider = load_yaml(DEPLOY / "compose" / "grafana" / "dashboards.yml")["providers"][0]
-    assert mounts["./grafana"] == provider["options"]["path"]
+    dashboards = COMPOSE_FILE.parent / mounts[provider["options"]["path"]]
+    files = sorted(dashboards.glob("*.json"))
+    assert files, f"no dashboards in {dashboards}"
     datasource = load_yaml(DEPLOY / "compose" / "grafana" / "datasources.yml")["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
+    assert datasource["isDefault"] is True
+    for path in files:
+        # Every panel finds the provisioned Prometheus: by its uid, or through the dashboard's
+        # data source variable, whose default is the default data source.
+        assert _datasources(json.loads(path.read_text())) <= {
+            ("prometheus", datasource["uid"]),
+            ("prometheus", "${datasource}"),
+        }, path.name
+
+
+def _datasources(node: object) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    if isinstance(node, dict):
+        reference = node.get("datasource")
+        if isinstance(reference, dict):
+            found.add((reference.get("type", ""), reference.get("uid", "")))
+        for value in node.values():
+            found |= _datasources(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _datasources(value)
+    return found
