@@ -61,19 +61,21 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(outage_pg: RestartablePostgres, ingest_settings: Settings) -> AsyncIterator[Stack]:
-    if not outage_pg.running:
-        await asyncio.to_thread(outage_pg.start)
-    database_url = await fresh_migrated_database(outage_pg)
+async def database_url(outage_pg: RestartablePostgres) -> str:
+    """The suite's fixture overridden: this module's databases live on its own server, and the
+    suite's ``ingest_settings`` (Kafka, fresh topics, a free port, limits) point there."""
+    return await fresh_migrated_database(outage_pg)
+
+
+@pytest.fixture
+async def stack(database_url: str, ingest_settings: Settings) -> AsyncIterator[Stack]:
     conn = await asyncpg.connect(database_url)
     try:
         account = await create_account(conn, "outage")
         fresh_key = await create_key(conn, account.account_id, livemode=False)
     finally:
         await conn.close()
-    # The suite's test settings (Kafka, topics, port, limits), on this module's server.
     settings = ingest_settings.with_overrides(
-        database_url=database_url,
         db_pool_max=6,
         auth_cache_ttl_s=3600,
         meter_cache_ttl_s=3600,
@@ -85,8 +87,6 @@ async def stack(outage_pg: RestartablePostgres, ingest_settings: Settings) -> As
             warm = Event("warm-1", "cus_warm", 1, V1_EVENTS)
             assert (await ask(http, "POST", V1_EVENTS, key=account.secret_key, event=warm)).status
         yield Stack(settings, url, account.secret_key, fresh_key, meter["id"])
-    if not outage_pg.running:
-        await asyncio.to_thread(outage_pg.start)
 
 
 async def _routes(settings: Settings) -> list[tuple[str, str, bool]]:

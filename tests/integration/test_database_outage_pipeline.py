@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -53,12 +53,10 @@ def outage_pg() -> Iterator[RestartablePostgres]:
 
 
 @pytest.fixture
-async def outage_database_url(outage_pg: RestartablePostgres) -> AsyncIterator[str]:
-    if not outage_pg.running:
-        await asyncio.to_thread(outage_pg.start)
-    yield await fresh_migrated_database(outage_pg)
-    if not outage_pg.running:
-        await asyncio.to_thread(outage_pg.start)
+async def database_url(outage_pg: RestartablePostgres) -> str:
+    """The suite's fixture overridden: this module's databases live on its own server, and the
+    suite's ``ingest_settings`` (Kafka, fresh topics, a free port, limits) point there."""
+    return await fresh_migrated_database(outage_pg)
 
 
 def _process_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -109,19 +107,17 @@ async def _reconnected(process: MeterflowProcess, parts: tuple[str, ...]) -> boo
 
 @pytest.mark.timeout(240)
 async def test_a_restart_and_a_ten_second_stop_lose_and_double_no_acknowledged_event(
-    outage_database_url: str,
+    database_url: str,
     outage_pg: RestartablePostgres,
     ingest_settings: Settings,
     tmp_path: Path,
 ) -> None:
-    conn = await asyncpg.connect(outage_database_url)
+    conn = await asyncpg.connect(database_url)
     try:
         account = await create_account(conn, "pipeline")
     finally:
         await conn.close()
-    # The suite's test settings (Kafka, topics, port, limits), on this module's server.
     settings = ingest_settings.with_overrides(
-        database_url=outage_database_url,
         db_pool_max=6,
         auth_cache_ttl_s=3600,
         meter_cache_ttl_s=3600,
@@ -181,7 +177,7 @@ async def test_a_restart_and_a_ten_second_stop_lose_and_double_no_acknowledged_e
             expected = load.acknowledged_totals()
 
             async def folded_exactly() -> bool:
-                totals = await customer_totals(outage_database_url)
+                totals = await customer_totals(database_url)
                 return {c: t for c, t in totals.items() if c in expected} == expected
 
             await wait_until(folded_exactly, 60, f"rollups to equal {expected}", interval_s=0.2)
