@@ -1,5 +1,6 @@
 """``deploy/prometheus/rules.yml`` passes ``promtool check rules``, and every alert fires (and stays
-quiet) as its ``promtool test rules`` unit test in ``deploy/prometheus/tests/`` says.
+quiet) as its ``promtool test rules`` unit test in ``deploy/prometheus/tests/`` says; every
+alert has such a test that makes it fire, a row in the README's table and a runbook paragraph.
 
 Needs Debian's ``prometheus`` package, which brings promtool (``.ci/run`` installs it); without it
 the tests are skipped. No Kafka or PostgreSQL needed.
@@ -13,7 +14,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.fixtures.promql import RULE_TESTS, RULES, rule_expressions
+from tests.fixtures.promql import ROOT, RULE_TESTS, RULES, rule_expressions
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -44,8 +45,12 @@ def test_every_alert_behaves_as_its_unit_test_says() -> None:
     assert tested.stdout.count("SUCCESS") == len(files)
 
 
+def _alerts() -> set[str]:
+    return {e.where.split(": ", 1)[1] for e in rule_expressions() if e.kind == "alert"}
+
+
 def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
-    alerts = {e.where.split(": ", 1)[1] for e in rule_expressions() if e.kind == "alert"}
+    alerts = _alerts()
     firing: set[str] = set()
     for path in RULE_TESTS.glob("*.yml"):
         for case in yaml.safe_load(path.read_text())["tests"]:
@@ -55,3 +60,10 @@ def test_every_alert_has_a_unit_test_that_sees_it_fire() -> None:
                 if check["exp_alerts"]
             }
     assert alerts - firing == set()
+
+
+def test_every_alert_has_a_row_and_a_runbook_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for alert in _alerts():
+        assert f"| `{alert}` |" in readme, f"{alert} is missing from the README's table of alerts"
+        assert f"- **{alert}.**" in readme, f"{alert} has no runbook paragraph in the README"
