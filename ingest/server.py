@@ -1,40 +1,73 @@
-"""Running the ingest service under uvicorn (httptools parser, uvloop event loop)."""
+"""Running the ingest service under uvicorn (httptools parser, uvloop event loop), with the
+HTTP edge's limits and deadlines (:mod:`ingest.edge.protocol`)."""
 
 from __future__ import annotations
 
 import logging
+import resource
 
 import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
 
 from ingest.app import IngestApp
+from ingest.edge.metrics import EdgeMetrics
+from ingest.edge.protocol import HttpLimits, guarded_protocol
 from meterflow.errors import LauncherError
 from meterflow.lifecycle.driver import drive
 from meterflow.settings import Settings
 
+log = logging.getLogger("meterflow.ingest")
+
 
 def build_server(settings: Settings, registry: CollectorRegistry | None = None) -> uvicorn.Server:
-    app = IngestApp(settings, registry or CollectorRegistry())
+    """uvicorn with the httptools parser, behind :mod:`ingest.edge.protocol`'s limits."""
+    registry = registry or CollectorRegistry()
+    app = IngestApp(settings, registry)
+    limits = HttpLimits.of(settings.ingest)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.ingest.http_port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
+        ws="none",  # nothing to upgrade to: an Upgrade header is read as a plain request
         access_log=False,
         # No handlers of uvicorn's own: meterflow.logs writes its records (text or JSON), and
         # keeps its INFO lines for DEBUG.
         log_config=None,
         log_level=None,
         timeout_graceful_shutdown=int(settings.shutdown_deadline_s),
-        # Slow or idle clients must not hold sockets forever.
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.ingest.keep_alive_timeout_s,
         server_header=False,
         date_header=True,
     )
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    metrics = EdgeMetrics(registry, lambda: len(server.server_state.connections))
+    config.http = guarded_protocol(limits, metrics)
+    _allow_connections(limits.max_connections)
+    return server
+
+
+# Descriptors besides client connections: the database pool, Kafka, the listening socket, logs.
+_SPARE_DESCRIPTORS = 256
+
+
+def _allow_connections(max_connections: int) -> None:
+    """Raise the soft descriptor limit so that the connection limit, not EMFILE, refuses first."""
+    needed = max_connections + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < needed:
+            log.warning(
+                "the descriptor limit (%d) is below METERFLOW_MAX_CONNECTIONS (%d) plus %d: "
+                "connections past it are refused by the kernel, without an answer",
+                raised,
+                max_connections,
+                _SPARE_DESCRIPTORS,
+            )
 
 
 class HttpServer:

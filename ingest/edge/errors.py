@@ -74,10 +74,28 @@ class UnknownRoute(ApiError):
     status = 404
 
 
+class RequestTimeout(ApiError):
+    """408: the request head or body did not arrive in time (answered by the HTTP edge)."""
+
+    status = 408
+
+
 class PayloadTooLarge(ApiError):
     """413: the body is larger than the configured limit."""
 
     status = 413
+
+
+class RequestLineTooLong(ApiError):
+    """414: the request line (method, URL, version) is longer than the configured limit."""
+
+    status = 414
+
+
+class HeadersTooLarge(ApiError):
+    """431: the request headers are larger, or more numerous, than the configured limits."""
+
+    status = 431
 
 
 class UnsupportedMediaType(ApiError):

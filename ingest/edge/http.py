@@ -84,9 +84,12 @@ _V2_FALLBACK_CODES = {
     400: "invalid_request",
     401: "unauthenticated",
     404: "not_found",
+    408: "request_timeout",
     413: "request_too_large",
+    414: "request_line_too_long",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "request_headers_too_large",
     500: "internal_error",
     503: "service_unavailable",
 }

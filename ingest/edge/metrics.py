@@ -56,6 +56,34 @@ class IngestMetrics:
         )
 
 
+class EdgeMetrics:
+    """The HTTP edge below the application: refusals by the connection protocol, and open
+    connections, counted at scrape time."""
+
+    def __init__(self, registry: CollectorRegistry, open_connections: Callable[[], int]) -> None:
+        self.refusals = Counter(
+            "meterflow_http_refusals_total",
+            "Requests and connections refused by the HTTP edge before reaching the application "
+            "(limits on the request head, head and body deadlines, the connection limit, "
+            "unparsable requests), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        registry.register(_ConnectionsCollector(open_connections))
+
+
+class _ConnectionsCollector(Collector):
+    def __init__(self, open_connections: Callable[[], int]) -> None:
+        self._open_connections = open_connections
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "meterflow_http_connections",
+            "Open HTTP connections.",
+            value=self._open_connections(),
+        )
+
+
 class PoolCollector(Collector):
     """Reads database pool occupancy at scrape time."""
 

@@ -69,6 +69,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_RATE_LIMIT_AUTH_FAILURES": ("rate_limit_auth_failures", int),
     "METERFLOW_RATE_LIMIT_AUTH_FAILURES_WINDOW_S": ("rate_limit_auth_failures_window_s", float),
     "METERFLOW_RATE_LIMIT_AUTH_BLOCK_S": ("rate_limit_auth_block_s", float),
+    "METERFLOW_MAX_REQUEST_LINE_BYTES": ("max_request_line_bytes", int),
+    "METERFLOW_MAX_HEADER_BYTES": ("max_header_bytes", int),
+    "METERFLOW_MAX_HEADER_COUNT": ("max_header_count", int),
+    "METERFLOW_HEADER_TIMEOUT_S": ("header_timeout_s", float),
+    "METERFLOW_BODY_TIMEOUT_S": ("body_timeout_s", float),
+    "METERFLOW_KEEP_ALIVE_TIMEOUT_S": ("keep_alive_timeout_s", int),
+    "METERFLOW_MAX_CONNECTIONS": ("max_connections", int),
     "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
     "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
     "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
@@ -123,7 +130,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not 0 <= settings.consumers.consumer_nice <= 19:
         raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
     _check_rate_limits(settings)
+    _check_http_limits(settings)
     return settings
+
+
+def _check_http_limits(settings: Settings) -> None:
+    ingest = settings.ingest
+    for name, value in (
+        ("METERFLOW_MAX_REQUEST_LINE_BYTES", ingest.max_request_line_bytes),
+        ("METERFLOW_MAX_HEADER_BYTES", ingest.max_header_bytes),
+        ("METERFLOW_MAX_HEADER_COUNT", ingest.max_header_count),
+        ("METERFLOW_HEADER_TIMEOUT_S", ingest.header_timeout_s),
+        ("METERFLOW_BODY_TIMEOUT_S", ingest.body_timeout_s),
+        ("METERFLOW_KEEP_ALIVE_TIMEOUT_S", ingest.keep_alive_timeout_s),
+        ("METERFLOW_MAX_CONNECTIONS", ingest.max_connections),
+    ):
+        if value <= 0:
+            raise ConfigurationError(f"{name} must be positive")
 
 
 def _check_rate_limits(settings: Settings) -> None:

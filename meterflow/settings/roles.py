@@ -50,6 +50,19 @@ class IngestSettings:
     rate_limit_auth_failures: int = 20
     rate_limit_auth_failures_window_s: float = 10.0
     rate_limit_auth_block_s: float = 60.0
+    # The HTTP edge (ingest/edge/protocol.py): a request line longer than this is 414; request
+    # headers (bytes of the header lines, or their number) past these are 431.
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 16_384
+    max_header_count: int = 100
+    # The whole request head must arrive within header_timeout_s of its first byte (or of the
+    # connection), the whole body within body_timeout_s of the head; an idle keep-alive
+    # connection is closed after keep_alive_timeout_s. Past max_connections open connections, a
+    # new one's request is answered 503 with Retry-After, and the connection closed.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: int = 30  # whole seconds, as uvicorn takes it
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,3 +97,34 @@ def test_every_setting_has_exactly_one_environment_variable() -> None:
     variables = environment_variables()
     assert sorted(variables.values()) == sorted(flat_names())
     assert set(Settings().masked()) == set(flat_names())
+
+
+def test_http_edge_limits_come_from_the_environment_and_must_be_positive() -> None:
+    settings = load_settings(
+        {
+            "METERFLOW_MAX_REQUEST_LINE_BYTES": "4096",
+            "METERFLOW_MAX_HEADER_BYTES": "8192",
+            "METERFLOW_MAX_HEADER_COUNT": "50",
+            "METERFLOW_HEADER_TIMEOUT_S": "2.5",
+            "METERFLOW_BODY_TIMEOUT_S": "7.5",
+            "METERFLOW_KEEP_ALIVE_TIMEOUT_S": "5",
+            "METERFLOW_MAX_CONNECTIONS": "64",
+        }
+    )
+    ingest = settings.ingest
+    assert (ingest.max_request_line_bytes, ingest.max_header_bytes, ingest.max_header_count) == (
+        4096,
+        8192,
+        50,
+    )
+    assert (ingest.header_timeout_s, ingest.body_timeout_s, ingest.keep_alive_timeout_s) == (
+        2.5,
+        7.5,
+        5,
+    )
+    assert ingest.max_connections == 64
+    for name in ("METERFLOW_HEADER_TIMEOUT_S", "METERFLOW_MAX_CONNECTIONS"):
+        with pytest.raises(ConfigurationError, match=name):
+            load_settings({name: "0"})
+    with pytest.raises(ConfigurationError, match="METERFLOW_KEEP_ALIVE_TIMEOUT_S"):
+        load_settings({"METERFLOW_KEEP_ALIVE_TIMEOUT_S": "0.5"})
