@@ -337,8 +337,11 @@ class IngestApp:
             await asyncio.wait_for(ping(self.pool), _READY_TIMEOUT_S)
         except DATABASE_ERRORS as exc:
             raise DatabaseUnavailable("database is not answering") from exc
-        if self.publisher is not None and not self.publisher.connected:
-            raise ServiceUnavailable("Kafka producer is not connected")
+        if self.publisher is not None and not await self.publisher.reachable(_READY_TIMEOUT_S):
+            raise ServiceUnavailable(
+                f"Kafka is not reachable: the producer is not connected, or the broker did not "
+                f"answer within {_READY_TIMEOUT_S:g}s"
+            )
         return json_response({"status": "ready"})
 
 

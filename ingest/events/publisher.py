@@ -7,7 +7,8 @@ the client must retry with the same identifier, which the aggregator deduplicate
 
 The producer (:func:`meterflow.kafka.producer.idempotent_producer`, tuned for requests) connects
 in the background: a broker that is still starting (or down) never stops ingest from serving;
-event endpoints answer 503 and ``/readyz`` reports it until it connects.
+event endpoints answer 503 and ``/readyz`` reports it until it connects, and whenever the broker
+stops answering (:meth:`EventPublisher.reachable`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _CONNECT_ATTEMPT_S = 10.0
 _CLOSE_ATTEMPT_S = 2.0
 _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
+_PROBE_TTL_S = 1.0
 RETRY_AFTER = {"Retry-After": "1"}
 
 
@@ -80,10 +82,29 @@ class EventPublisher:
         registry.register(ProducerCollector(lambda: self.connected))
         self._producer: Producer | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[bool] | None = None
+        self._probed_at = float("-inf")
 
     @property
     def connected(self) -> bool:
         return self._producer is not None
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether Kafka answers a metadata request within ``timeout_s`` (for ``/readyz``).
+
+        A paused or partitioned broker keeps the producer's connections open, so being connected
+        says little. The request goes through the producer's own client, the way records go.
+        Probes are shared: callers within a second of a probe, or during one, get its answer.
+        """
+        producer = self._producer
+        if producer is None:
+            return False
+        loop = asyncio.get_running_loop()
+        probe = self._probe
+        if probe is None or (probe.done() and loop.time() - self._probed_at > _PROBE_TTL_S):
+            self._probed_at = loop.time()
+            probe = self._probe = asyncio.create_task(_answers_metadata(producer, timeout_s))
+        return await asyncio.shield(probe)
 
     async def start(self, wait_s: float) -> bool:
         """Begin connecting and wait up to ``wait_s`` for it; later retries run in the background.
@@ -106,9 +127,11 @@ class EventPublisher:
     async def stop(self, deadline_s: float) -> None:
         """Stop connecting; flush what is queued, then close, within ``deadline_s``."""
         connector, self._connector = self._connector, None
-        if connector is not None and not connector.done():
-            connector.cancel()
-            await asyncio.wait([connector])
+        probe, self._probe = self._probe, None
+        for task in (connector, probe):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task])
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -234,6 +257,19 @@ def _retrieve_outcome(ack: asyncio.Future[Any]) -> None:
     # An ack nobody awaits any more (after a timeout) must not log "exception never retrieved".
     if not ack.cancelled():
         ack.exception()
+
+
+async def _answers_metadata(producer: Producer, timeout_s: float) -> bool:
+    # AIOKafkaProducer's client; a stand-in without one (tests) is judged by its connection.
+    client = getattr(producer, "client", None)
+    if client is None:
+        return True
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.fetch_all_metadata()
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return True
 
 
 async def _close_quietly(producer: Producer) -> None:
