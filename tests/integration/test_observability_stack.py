@@ -11,6 +11,7 @@ Prometheus's HTTP API. Each must parse, name only metrics the targets expose (a 
 fails, data or not), match only on label names their series carry, and return data, unless it is
 listed in ``KNOWN_EMPTY`` with the reason. An alert's expression returns data only while the
 alert fires: on this healthy stack none may fire (each alert's promtool test makes it fire).
+``SIGNALS`` are what the traffic must have shown, checked the same way.
 """
 
 from __future__ import annotations
@@ -57,9 +58,57 @@ _SETTLE_TIMEOUT_S = 60.0
 # Panel queries (by file, title and refId) that this traffic leaves empty, and why.
 KNOWN_EMPTY = {
     "overview.json: HTTP 4xx and 5xx [B]": "no 5xx: nothing fails on a healthy stack",
-    "overview.json: Database outages [A]": "PostgreSQL stays up: no outage errors are counted",
     "overview.json: Database outages [B]": "PostgreSQL stays up: nothing reconnects",
 }
+
+
+# What this traffic must show, beyond "some data": each holds (returns data) once it does.
+SIGNALS = [
+    Expression(
+        "one invalid event",
+        'sum(meterflow_meter_event_rejections_total{code="payload_invalid_value"}) == 1',
+        "signal",
+    ),
+    Expression(
+        "the burst got 429s", 'sum(meterflow_http_requests_total{status="429"}) > 0', "signal"
+    ),
+    Expression(
+        "the stream rejection folded",
+        'sum(meterflow_error_report_rejections_total{code="no_meter"}) >= 1',
+        "signal",
+    ),
+    Expression("the usage alert fired", "sum(meterflow_alert_firings_total) >= 1", "signal"),
+    Expression(
+        "the credit alert was evaluated",
+        "sum(meterflow_credit_alert_evaluations_total) >= 1",
+        "signal",
+    ),
+    Expression(
+        "a webhook delivered",
+        'sum(meterflow_webhook_deliveries_total{outcome="succeeded"}) >= 1',
+        "signal",
+    ),
+    Expression(
+        "a webhook awaits its retry", "max(meterflow_webhook_deliveries_retrying) >= 1", "signal"
+    ),
+    Expression("and ages", "max(meterflow_webhook_oldest_pending_age_seconds) > 0", "signal"),
+    Expression(
+        "events folded, freshness observed",
+        "sum(meterflow_fold_freshness_seconds_count) >= 6",
+        "signal",
+    ),
+    Expression(
+        "a cancel applied", 'sum(meterflow_fold_cancels_total{outcome="applied"}) == 1', "signal"
+    ),
+    Expression(
+        "maintenance ran", "max(meterflow_maintenance_last_done_timestamp_seconds) > 0", "signal"
+    ),
+    Expression(
+        "lag in seconds for 3 groups",
+        "count(max by (group) (meterflow_consumer_lag_seconds)) == 3",
+        "signal",
+    ),
+]
 
 
 async def _post(http: httpx.AsyncClient, key: str, path: str, form: dict[str, str]) -> str:
@@ -245,7 +294,7 @@ async def test_every_dashboard_and_rule_expression_on_a_real_prometheus(
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['ingest']}", timeout=10) as http,
     ):
         await _traffic(http, key, noisy_key, [delivered.url, failing.url])
-        problems = await _settled(api, expressions)
+        problems = await _settled(api, expressions + SIGNALS)
         assert problems == [], "\n".join(problems) + "\n" + log_tails(logs)
 
         # The check itself: a misspelled metric or label is caught, even where no data is due.
