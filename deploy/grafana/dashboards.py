@@ -70,16 +70,30 @@ def overview() -> Dashboard:
         ),
         chart(
             "Rate-limited requests (429)",
-            "Requests refused because their account went over its rate limit.",
+            "Requests answered 429 by route, and by endpoint class and reason: an account over "
+            "its limit, or an address blocked after failed authentications.",
             "reqps",
             Query(rate("meterflow_http_requests_total", "route", 'status="429"'), "{{route}}"),
+            Query(
+                rate("meterflow_rate_limited_total", "endpoint_class, reason"),
+                "{{endpoint_class}} ({{reason}})",
+            ),
         ),
         chart(
-            "Requests in flight and database pool",
-            "Requests being handled, and each process's pooled connections by state.",
+            "Requests in flight, connections and database pool",
+            "Requests being handled, open HTTP connections, and each process's pooled database "
+            "connections by state.",
             "short",
             Query("sum(meterflow_http_requests_in_flight)", "requests in flight"),
+            Query("sum(meterflow_http_connections)", "open connections"),
             Query("sum by (state) (meterflow_db_pool_connections)", "pool {{state}}"),
+        ),
+        chart(
+            "Refused by the HTTP edge",
+            "Requests and connections refused before reaching the application (limits on the "
+            "request head, head and body deadlines, the connection limit, unparsable requests).",
+            "reqps",
+            Query(rate("meterflow_http_refusals_total", "reason"), "{{reason}}"),
         ),
     ]
     kafka = [

@@ -58,6 +58,7 @@ _SETTLE_TIMEOUT_S = 60.0
 # Panel queries (by file, title and refId) that this traffic leaves empty, and why.
 KNOWN_EMPTY = {
     "overview.json: HTTP 4xx and 5xx [B]": "no 5xx: nothing fails on a healthy stack",
+    "overview.json: Refused by the HTTP edge [A]": "no malformed, oversized or slow requests sent",
     "overview.json: Database outages [B]": "PostgreSQL stays up: nothing reconnects",
 }
 
