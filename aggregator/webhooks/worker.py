@@ -53,9 +53,7 @@ _PENDING_REFRESH_S = 5.0
 
 
 class DeliveryMetrics:
-    def __init__(
-        self, registry: CollectorRegistry, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
         self.deliveries = Counter(
             "meterflow_webhook_deliveries_total",
             "Webhook delivery attempts by outcome: succeeded, retrying (failed, will retry), "
