@@ -120,7 +120,6 @@ def configure_logging(
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-        old.close()
     root.addHandler(handler)
     root.setLevel(threshold)
     for name in LIBRARY_LOGGERS:
