@@ -12,6 +12,8 @@ Targets (see run.sh):
   starlette     uvicorn --factory apps:make_starlette_app
   RSGI          granian --interface rsgi apps:rsgi_app
   aiohttp       python apps.py aiohttp --port N      (uvloop event loop)
+  ingest's      python apps.py uvicorn --protocol httptools|guarded --port N (project venv:
+                uvicorn's own httptools protocol, or ingest's with its limits and deadlines)
 """
 
 # Framework imports are deliberately lazy (inside the factories), see the module docstring.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -150,13 +154,42 @@ def run_aiohttp(host: str, port: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------- ingest's own (g)
+def run_uvicorn(host: str, port: int, protocol: str) -> None:
+    """The raw ASGI app on uvicorn as ingest runs it (project venv): uvicorn's httptools
+    protocol, or ingest's guarded one with its default limits and deadlines (no metrics)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        raw_asgi_app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+    )
+    if protocol == "guarded":
+        # By name (loadtest imports no process), from this checkout.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        config.http = "ingest.edge.protocol:GuardedHttpToolsProtocol"
+    uvicorn.Server(config).run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("server", choices=["aiohttp"])
+    parser.add_argument("server", choices=["aiohttp", "uvicorn"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--protocol", choices=["httptools", "guarded"], default="httptools")
     args = parser.parse_args()
-    run_aiohttp(args.host, args.port)
+    if args.server == "uvicorn":
+        run_uvicorn(args.host, args.port, args.protocol)
+    else:
+        run_aiohttp(args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,17 @@
 #
 #   ./run.sh                                   # all candidates, 2 rounds, 15 s each
 #   CANDIDATES="a_raw_httptools d_aiohttp" ROUNDS=1 DURATION=5s ./run.sh
+#   CANDIDATES="g0_ingest_httptools g1_ingest_guarded" ./run.sh   # ingest's protocol, A/B
+#
+# The g* candidates run from the project's own venv ($PROJECT_PYTHON), as ingest does; with only
+# those, no throwaway venv is made.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${VENV:-/tmp/meterflow-server-choice-venv}"
 OUT="${OUT:-/tmp/meterflow-server-choice-out}"
 PYTHON="${PYTHON:-python3.11}"
+PROJECT_PYTHON="${PROJECT_PYTHON:-$HERE/../../.venv/bin/python}"
 DURATION="${DURATION:-15s}"
 WARMUP="${WARMUP:-3s}"
 THREADS="${THREADS:-2}"
@@ -32,7 +37,9 @@ PKGS=(uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 h11==0.16.0 orjson==3.13.0
 command -v wrk >/dev/null || { echo "wrk not found: apt-get update && apt-get install -y wrk" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset not found (util-linux)" >&2; exit 1; }
 
-if [[ ! -x "$VENV/bin/python" ]]; then
+needs_venv=0
+for name in $CANDIDATES; do [[ $name == g* ]] || needs_venv=1; done
+if [[ $needs_venv == 1 && ! -x "$VENV/bin/python" ]]; then
     echo "creating throwaway venv $VENV" >&2
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q "${PKGS[@]}"
@@ -41,7 +48,7 @@ mkdir -p "$OUT"
 cd "$HERE"
 
 free_port() {
-    "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    "$PROJECT_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # server_cmd NAME PORT -> sets the global array CMD
@@ -58,6 +65,8 @@ server_cmd() {
         d_aiohttp)             CMD=("$VENV/bin/python" "$HERE/apps.py" aiohttp --host 127.0.0.1 --port "$port") ;;
         e1_granian_rsgi)       CMD=("${gr[@]}" --interface rsgi apps:rsgi_app) ;;
         e2_granian_asgi)       CMD=("${gr[@]}" --interface asgi apps:raw_asgi_app) ;;
+        g0_ingest_httptools)   CMD=("$PROJECT_PYTHON" "$HERE/apps.py" uvicorn --protocol httptools --host 127.0.0.1 --port "$port") ;;
+        g1_ingest_guarded)     CMD=("$PROJECT_PYTHON" "$HERE/apps.py" uvicorn --protocol guarded --host 127.0.0.1 --port "$port") ;;
         *) echo "unknown candidate $name" >&2; return 1 ;;
     esac
 }
