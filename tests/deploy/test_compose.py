@@ -94,9 +94,13 @@ def test_health_checks_ask_readyz_on_the_role_port(role: str) -> None:
     assert service["expose"] == [str(ROLE_PORTS[role])]
 
 
+# Read by uvicorn itself: the proxies whose X-Forwarded-For ingest believes.
+SERVER_VARIABLES = {"FORWARDED_ALLOW_IPS"}
+
+
 def test_meterflow_services_set_only_known_variables() -> None:
     for service in MEMBERS.values():
-        assert set(service["environment"]) <= set(environment_variables())
+        assert set(service["environment"]) <= set(environment_variables()) | SERVER_VARIABLES
         # Inside a container the processes must listen beyond loopback.
         assert service["environment"]["METERFLOW_HTTP_HOST"] == "0.0.0.0"  # noqa: S104
 
@@ -115,6 +119,13 @@ def test_every_command_is_a_meterflow_command(command: str) -> None:
 def test_the_load_balancer_checks_readiness_of_every_ingest_replica() -> None:
     config = (DEPLOY / "compose" / "haproxy.cfg").read_text()
     assert "option httpchk GET /readyz" in config
+
+
+def test_ingest_believes_the_forwarded_address_from_the_load_balancer_only() -> None:
+    config = (DEPLOY / "compose" / "haproxy.cfg").read_text()
+    assert "option forwardfor" in config
+    balancer = COMPOSE["services"]["ingest-lb"]["networks"]["default"]["ipv4_address"]
+    assert COMPOSE["services"]["ingest"]["environment"]["FORWARDED_ALLOW_IPS"] == balancer
     assert f"server-template ingest 4 ingest:{ROLE_PORTS['ingest']}" in config
     assert SERVICES["ingest-lb"]["ports"] == [f"127.0.0.1:8080:{ROLE_PORTS['ingest']}"]
 
