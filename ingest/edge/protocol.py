@@ -310,6 +310,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._count(reason)
         log.debug("refused a request (%s) from %s", reason, self.client)
         self._disarm()
+        if self.transport.is_closing():
+            return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started:
