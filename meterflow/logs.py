@@ -126,3 +126,12 @@ def configure_logging(
         library = logging.getLogger(name)
         library.setLevel(logging.DEBUG if debug else max(threshold, logging.WARNING))
         library.propagate = True
+    # Their children (uvicorn.error, aiokafka.consumer...) follow them, whatever a library set
+    # on them before (uvicorn's own logging setup gives uvicorn.error a level and handlers).
+    for name, child in list(logging.root.manager.loggerDict.items()):
+        library_child = "." in name and name.split(".")[0] in LIBRARY_LOGGERS
+        if library_child and isinstance(child, logging.Logger):
+            child.setLevel(logging.NOTSET)
+            for old in child.handlers[:]:
+                child.removeHandler(old)
+            child.propagate = True

@@ -27,7 +27,7 @@ def test_v1_and_v2_error_bodies() -> None:
     }
     missing = error_response_v2(ResourceMissing("Gone.", param="cancel[identifier]"))
     assert missing.status == 404
-    assert orjson.loads(missing.body)["error"]["code"] == "resource_missing"
+    assert orjson.loads(missing.body)["error"]["code"] == "not_found"  # v2's code
 
 
 @pytest.mark.parametrize(
