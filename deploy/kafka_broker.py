@@ -3,6 +3,9 @@
 No Docker and no Apache download mirror are needed: ``deploy/kafka/pom.xml`` lets Maven copy the
 broker's runtime jars into a per-version cache once; every later start works offline. The node is a
 combined broker+controller (KRaft, static quorum) listening on 127.0.0.1 only.
+
+The broker gets SIGTERM from the kernel if the launcher dies without stopping it. A broker left
+running on the same data directory by an earlier launcher is stopped before starting.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import logging
+import os
 import re
 import shutil
 import signal
@@ -18,13 +23,16 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from deploy.processes import all_pids, command_line, die_with_parent, signal_quietly, wait_gone
 from meterflow.errors import LauncherError
+
+logger = logging.getLogger(__name__)
 
 KAFKA_ASSETS = Path(__file__).resolve().parent / "kafka"
 KAFKA_POM = KAFKA_ASSETS / "pom.xml"
@@ -116,8 +124,11 @@ class KafkaBrokerConfig:
 class LocalKafkaBroker:
     """A ``java kafka.Kafka`` child process; use as a context manager or call start()/stop()."""
 
-    def __init__(self, config: KafkaBrokerConfig) -> None:
+    def __init__(
+        self, config: KafkaBrokerConfig, say: Callable[[str], None] = logger.warning
+    ) -> None:
         self.config = config
+        self._say = say
         data_dir = config.data_dir.resolve()
         self._log_dirs = data_dir / "kraft-logs"
         self._logs_dir = data_dir / "logs"
@@ -141,6 +152,7 @@ class LocalKafkaBroker:
         if self._process is not None and self._process.poll() is None:
             return
         cfg = self.config
+        self._stop_leftover_brokers(timeout_s / 4)
         for port in (cfg.port, cfg.controller_port):
             if not _port_is_free(port):
                 raise LauncherError(f"127.0.0.1:{port} is already in use by another process")
@@ -160,6 +172,10 @@ class LocalKafkaBroker:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=cfg.data_dir,
+            # A session of its own: a terminal's Ctrl-C reaches the launcher, which stops the
+            # broker after the services that use it.
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - only calls prctl
         )
         try:
             self._wait_until_ready(self._process, timeout_s)
@@ -192,6 +208,39 @@ class LocalKafkaBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def leftover_pids(self) -> list[int]:
+        """Brokers running on this data directory that this object did not start."""
+        ours = None if self._process is None else self._process.pid
+        properties = str(self._properties)
+        return [
+            pid
+            for pid in all_pids()
+            if pid not in (ours, os.getpid()) and _runs_broker(command_line(pid), properties)
+        ]
+
+    def _stop_leftover_brokers(self, timeout_s: float) -> None:
+        """Stop a broker an earlier launcher left running here (killed before it could stop it):
+        SIGTERM, then SIGKILL after ``timeout_s``. It holds the ports and the storage lock, and
+        was started with settings this launcher may no longer write, so it is never adopted."""
+        for pid in self.leftover_pids():
+            self._say(
+                f"Kafka from an earlier run (pid {pid}) is still running on "
+                f"{self.config.data_dir}; stopping it to start it afresh"
+            )
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            except PermissionError as exc:
+                raise LauncherError(
+                    f"a Kafka broker of another user (pid {pid}) runs on {self.config.data_dir}; "
+                    "run meterflow up as the user who owns the data directory"
+                ) from exc
+            if not wait_gone(pid, timeout_s):
+                self._say(f"Kafka (pid {pid}) did not stop within {timeout_s:.0f}s; killing it")
+                signal_quietly(pid, signal.SIGKILL)
+                wait_gone(pid, 10.0)
 
     def log_tail(self, lines: int = _TAIL_LINES) -> str:
         """The last lines the broker wrote to stdout/stderr (WARN and above, JVM errors)."""
@@ -321,6 +370,13 @@ def _random_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
+
+
+def _runs_broker(argv: list[str], properties: str) -> bool:
+    """Whether ``argv`` is ``java ... kafka.Kafka <properties>``."""
+    return any(
+        arg == "kafka.Kafka" and argv[i + 1 : i + 2] == [properties] for i, arg in enumerate(argv)
+    )
 
 
 def _render_properties(properties: Mapping[str, str]) -> str:

@@ -4,6 +4,9 @@ The cluster lives in ``<data_dir>/pgdata`` and is created on first start; the se
 ``<data_dir>/postgres.log``. Binaries come from the ``pgserver`` wheel (real PostgreSQL 16), else
 from ``pg_config --bindir`` or ``PATH``. PostgreSQL refuses to run as root, so under root the
 cluster belongs to, and the server runs as, the system user ``meterflow-pg``.
+
+The server gets SIGINT (a fast shutdown) from the kernel if the launcher dies without stopping it.
+A server left running on the same cluster by an earlier launcher is stopped before starting.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypedDict
 from urllib.parse import quote
 
+from deploy.processes import child_pids, die_with_parent, is_running, signal_quietly, wait_gone
 from meterflow.errors import LauncherError
 
 logger = logging.getLogger(__name__)
@@ -182,36 +186,34 @@ def _read_postmaster_pid(path: Path) -> tuple[int, str] | None:
         return None
 
 
-def _child_pids(parent: int) -> list[int]:
-    """Direct children of ``parent``, from /proc (empty where there is no /proc)."""
-    children = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            fields = stat_file.read_text().rpartition(")")[2].split()
-            if int(fields[1]) == parent:
-                children.append(int(stat_file.parent.name))
-    return children
-
-
 def _is_live_postgres(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not is_running(pid):
         return False
-    except PermissionError:
-        pass
     try:  # a stale file may name a pid that now belongs to some other program
         return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
     except OSError:
         return True
 
 
+def _kill_postmaster(pid: int) -> None:
+    """SIGKILL a postmaster and its backends, and wait until all of them are gone."""
+    # Every backend is its own session leader, so killpg would miss them; collect them before
+    # the postmaster dies and they are reparented.
+    pids = [*child_pids(pid), pid]
+    for each in pids:
+        signal_quietly(each, signal.SIGKILL)
+    for each in pids:
+        wait_gone(each, 10.0)
+
+
 class LocalPostgresServer:
     """Start with :meth:`start` (or ``with``); :meth:`stop` does a fast shutdown."""
 
-    def __init__(self, config: PostgresServerConfig) -> None:
+    def __init__(
+        self, config: PostgresServerConfig, say: Callable[[str], None] = logger.warning
+    ) -> None:
         self.config = config
+        self._say = say
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -254,7 +256,7 @@ class LocalPostgresServer:
             _ensure_traversable(bin_dir)
         if not self._is_initialised():
             self._initdb(bin_dir, account, deadline)
-        self._refuse_live_postmaster()
+        self._stop_leftover_postmaster(deadline)
         process = self._launch(bin_dir, account)
         try:
             self._wait_until_ready(process, deadline, timeout_s)
@@ -276,11 +278,7 @@ class LocalPostgresServer:
                 logger.warning(
                     "postgres (pid %d) ignored SIGINT for %ss; killing", process.pid, timeout_s
                 )
-                # Every backend is its own session leader, so killpg would miss them; collect them
-                # before the postmaster dies and they are reparented.
-                for pid in [*_child_pids(process.pid), process.pid]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                _kill_postmaster(process.pid)
                 process.wait()
 
     def _is_initialised(self) -> bool:
@@ -312,16 +310,32 @@ class LocalPostgresServer:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def _refuse_live_postmaster(self) -> None:
-        pid_file = self.config.pgdata / "postmaster.pid"
-        info = _read_postmaster_pid(pid_file)
+    def _stop_leftover_postmaster(self, deadline: float) -> None:
+        """Stop a server an earlier launcher left running on this cluster (killed before it could
+        stop it): a fast shutdown, and SIGKILL if that does not end it by ``deadline``.
+
+        Never adopted: a server we did not start has no parent-death signal and may run with
+        other settings, so it is started afresh.
+        """
+        info = _read_postmaster_pid(self.config.pgdata / "postmaster.pid")
         if info is None or not _is_live_postgres(pid := info[0]):
             return  # no lock file, or a stale one that postgres replaces itself
-        raise LauncherError(
-            f"a PostgreSQL server from an earlier run (pid {pid}) is still running on "
-            f"{self.config.pgdata}; stop it first (kill -INT {pid}) rather than start a "
-            "second one on the same data directory"
+        self._say(
+            f"PostgreSQL from an earlier run (pid {pid}) is still running on "
+            f"{self.config.pgdata}; stopping it to start it afresh"
         )
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        except PermissionError as exc:
+            raise LauncherError(
+                f"a PostgreSQL server of another user (pid {pid}) runs on {self.config.pgdata}; "
+                "run meterflow up as the user who owns the data directory"
+            ) from exc
+        if not wait_gone(pid, max(deadline - time.monotonic(), 1.0) / 2):
+            self._say(f"PostgreSQL (pid {pid}) did not shut down; killing it")
+            _kill_postmaster(pid)
 
     def _launch(self, bin_dir: Path, account: pwd.struct_passwd | None) -> subprocess.Popen[bytes]:
         argv = [str(bin_dir / "postgres"), "-D", str(self.config.pgdata)]
@@ -343,6 +357,8 @@ class LocalPostgresServer:
                 cwd=self.config.pgdata,
                 env=_child_env(),
                 start_new_session=True,
+                # After the switch to ``account``, which would clear it: see prctl(2).
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - only calls prctl
                 **_credentials(account),
             )
         self._process = process
