@@ -5,8 +5,12 @@
 3. Migrations and topics, both idempotent.
 4. A fresh test-mode secret key for the ``local`` account (created on first run).
 5. The services as child processes, each awaited until ready: components of
-   :func:`~meterflow.lifecycle.driver.drive`, like the parts of every service.
-On SIGINT/SIGTERM (or a child dying) everything stops in reverse order within its deadline.
+   :func:`~meterflow.lifecycle.driver.drive`, like the parts of every service. A child that dies
+   is restarted with backoff (:mod:`deploy.children`, :mod:`deploy.restarts`).
+On SIGINT/SIGTERM, or when a child crash-loops, everything stops in reverse order within its
+deadline. Every process started here gets a signal from the kernel if this one is killed
+(:func:`~deploy.processes.die_with_parent`), and a PostgreSQL or Kafka left running by an earlier
+launcher is stopped and started afresh.
 """
 
 from __future__ import annotations
@@ -82,16 +86,31 @@ def local_postgres(
     if settings.database_url:
         yield RunningService(settings.database_url)
         return
-    server = LocalPostgresServer(
-        PostgresServerConfig(
-            data_dir=settings.launcher.data_dir / "postgres",
-            port=settings.launcher.local_postgres_port,
-        )
-    )
+    server = LocalPostgresServer(postgres_config(settings), say=say)
     say(f"starting PostgreSQL on 127.0.0.1:{settings.launcher.local_postgres_port}")
     with server:  # starts it, and stops it on the way out
+        say(f"PostgreSQL running (pid {server.pid})")
         yield RunningService(server.dsn, server.pid)
     say("PostgreSQL stopped")
+
+
+def postgres_config(settings: Settings) -> PostgresServerConfig:
+    """The local PostgreSQL ``meterflow up`` runs."""
+    return PostgresServerConfig(
+        data_dir=settings.launcher.data_dir / "postgres",
+        port=settings.launcher.local_postgres_port,
+    )
+
+
+def kafka_config(settings: Settings) -> KafkaBrokerConfig:
+    """The local Kafka broker ``meterflow up`` runs."""
+    return KafkaBrokerConfig(
+        version=settings.launcher.kafka_version,
+        cache_dir=settings.launcher.cache_dir,
+        data_dir=settings.launcher.data_dir / "kafka",
+        port=settings.launcher.local_kafka_port,
+        controller_port=settings.launcher.local_kafka_controller_port,
+    )
 
 
 @contextlib.contextmanager
@@ -100,20 +119,13 @@ def local_kafka(settings: Settings, say: Callable[[str], None] = _say) -> Iterat
     if settings.kafka_bootstrap_servers:
         yield RunningService(settings.kafka_bootstrap_servers)
         return
-    broker = LocalKafkaBroker(
-        KafkaBrokerConfig(
-            version=settings.launcher.kafka_version,
-            cache_dir=settings.launcher.cache_dir,
-            data_dir=settings.launcher.data_dir / "kafka",
-            port=settings.launcher.local_kafka_port,
-            controller_port=settings.launcher.local_kafka_controller_port,
-        )
-    )
+    broker = LocalKafkaBroker(kafka_config(settings), say=say)
     say(
         f"starting Kafka {settings.launcher.kafka_version} "
         f"on 127.0.0.1:{settings.launcher.local_kafka_port}"
     )
     with broker:  # starts it, and stops it on the way out
+        say(f"Kafka running (pid {broker.pid})")
         yield RunningService(broker.bootstrap_servers, broker.pid)
     say("Kafka stopped")
 
@@ -139,7 +151,7 @@ def run_stack(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, database_url: str, bootstrap: str, started: float) -> int:
-    """Prepare the database and topics, then run the services until a signal or a child exits."""
+    """Prepare the database and topics, then run the services until a signal or a crash loop."""
     key = await _prepare(database_url, bootstrap, settings)
     env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     env |= child_log_env(settings)
@@ -153,9 +165,12 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
     alerts_ready = alerts_metrics.replace("/metrics", "/readyz")
     deadline_s = settings.shutdown_deadline_s
     services = [
-        ServiceProcess(meterflow_child("ingest", env), f"{base_url}/readyz", deadline_s, _say),
-        ServiceProcess(meterflow_child("aggregator", env), aggregator_ready, deadline_s, _say),
-        ServiceProcess(meterflow_child("alerts", env), alerts_ready, deadline_s, _say),
+        ServiceProcess(meterflow_child(name, env), url, deadline_s, say=_say)
+        for name, url in (
+            ("ingest", f"{base_url}/readyz"),
+            ("aggregator", aggregator_ready),
+            ("alerts", alerts_ready),
+        )
     ]
     progress = ProgressReporter(
         {
@@ -180,7 +195,17 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
             [*services, progress], deadline_s=deadline_s + _KILL_MARGIN_S, on_running=running
         )
     except BackgroundTaskFailed:
-        _say(f"{', '.join(s.name for s in services if not s.alive())} exited; stopped the stack")
+        _say_restarts(services)
+        crash_looped = [f"{s.name} {s.gave_up}" for s in services if s.gave_up]
+        _say(f"stopped the stack: {'; '.join(crash_looped) or 'a child failed'}")
         return 1
+    _say_restarts(services)
     _say("stopped")
     return 0
+
+
+def _say_restarts(services: list[ServiceProcess]) -> None:
+    for service in services:
+        if service.restarts:
+            reasons = ", ".join(f"{why}: {n}" for why, n in service.restarts.most_common())
+            _say(f"{service.name} was restarted {service.restarts.total()} time(s) ({reasons})")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from meterflow.errors import MeterflowError
+from meterflow.errors import LauncherError, MeterflowError
 
 log = logging.getLogger("meterflow.aggregator")
 
@@ -37,9 +37,12 @@ class Supervisor:
         return task
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (error := task.exception()) is None:
             return
-        log.error("%s failed; stopping", task.get_name(), exc_info=task.exception())
+        if isinstance(error, LauncherError):  # written for the operator; a traceback adds noise
+            log.error("%s failed; stopping: %s", task.get_name(), error)
+        else:
+            log.error("%s failed; stopping", task.get_name(), exc_info=error)
         self.failed.append(task.get_name())
         if len(self.failed) == 1:
             self._on_failure()
