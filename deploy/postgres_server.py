@@ -5,6 +5,11 @@ The cluster lives in ``<data_dir>/pgdata`` and is created on first start; the se
 from ``pg_config --bindir`` or ``PATH``. PostgreSQL refuses to run as root, so under root the
 cluster belongs to, and the server runs as, the system user ``meterflow-pg``.
 
+Every connection, over TCP or the unix socket, must give a password (scram-sha-256): each role's
+is generated on first start, kept in ``<data_dir>/<role>.password`` (mode 0600) and reused after.
+A cluster an earlier version left on trust gets its passwords on its next start. The unix socket
+lives in ``<data_dir>/socket`` (mode 0700: the server's user only).
+
 The server gets SIGINT (a fast shutdown) from the kernel if the launcher dies without stopping it.
 A server left running on the same cluster by an earlier launcher is stopped before starting.
 """
@@ -16,6 +21,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -41,16 +47,27 @@ _PROGRAMS = ("initdb", "postgres", "psql")
 # sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 
-_PG_HBA = """\
-# Written by meterflow's launcher: trust, but only over the private socket and loopback.
+_PG_HBA_SCRAM = """\
+# Written by meterflow's launcher on every start: a password for everyone, over the private
+# socket and loopback only.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+"""
+
+_PG_HBA_TRUST = """\
+# Written by meterflow's launcher on every start (password_auth off: tests only): trust, but
+# only over the private socket and loopback.
 local   all   all                  trust
 host    all   all   127.0.0.1/32   trust
 """
 
-# Creates the application role and database unless they exist; fed to psql on stdin.
+# Creates the application role and database unless they exist, and (re)sets the role's
+# password; fed to psql on stdin.
 _BOOTSTRAP_SQL = """\
 SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'app_user')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') \\gexec
+SELECT format('ALTER ROLE %I PASSWORD %L', :'app_user', :'app_password')
+WHERE :'app_password' <> '' \\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') \\gexec
 """
@@ -65,6 +82,8 @@ class PostgresServerConfig:
     database: str = "meterflow"
     user: str = "meterflow"
     durable: bool = True
+    # Off: trust on the socket and loopback, no passwords (the test suite's throwaway servers).
+    password_auth: bool = True
     extra_settings: Mapping[str, str] = field(default_factory=dict)
     # None: pgserver's binaries, else pg_config --bindir, else PATH.
     bin_dir: Path | None = None
@@ -77,10 +96,17 @@ class PostgresServerConfig:
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def socket_dir(self) -> Path:
+        return self.data_dir / "socket"
+
+    def password_file(self, role: str) -> Path:
+        return self.data_dir / f"{role}.password"
+
 
 def server_settings(config: PostgresServerConfig) -> dict[str, str]:
     """The ``-c`` settings the postmaster runs with, sized for a small (2-core) machine."""
-    socket_dir = str(config.pgdata)
+    socket_dir = str(config.socket_dir)
     if len(f"{socket_dir}/.s.PGSQL.{config.port}") > _MAX_SOCKET_PATH:
         socket_dir = ""  # too long for a unix socket path: TCP on loopback only
     settings = {
@@ -93,6 +119,7 @@ def server_settings(config: PostgresServerConfig) -> dict[str, str]:
         "min_wal_size": "256MB",
         "checkpoint_timeout": "15min",
         "max_parallel_workers_per_gather": "1",
+        "password_encryption": "scram-sha-256",
         "timezone": "UTC",
         "log_timezone": "UTC",
         "log_line_prefix": "%m [%p] %q%u@%d ",
@@ -170,11 +197,47 @@ def _ensure_traversable(directory: Path) -> None:
             step.chmod(mode | stat.S_IXOTH)
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(password: str | None = None) -> dict[str, str]:
     # PG* variables (PGDATA, PGPORT, PGOPTIONS, ...) would silently redirect our tools.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env |= {"LC_ALL": "C", "TZ": "UTC"}
+    if password:
+        env["PGPASSWORD"] = password  # the environment of our own child only, never argv
     return env
+
+
+def read_password(path: Path) -> str | None:
+    """A password file's content, or None when there is none (or it is empty)."""
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_password(path: Path, password: str) -> None:
+    """Write ``password`` to ``path`` atomically, readable by its owner only."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # whatever the umask
+        os.write(descriptor, f"{password}\n".encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(partial, path)
+
+
+def new_password() -> str:
+    # URL-safe, so it goes into a DSN unquoted; 256 bits.
+    return secrets.token_urlsafe(32)
+
+
+def _ensure_private_dir(directory: Path, account: pwd.struct_passwd | None) -> None:
+    """``directory`` exists, belongs to ``account`` (or us) and only it may enter (0700)."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    if account is not None:
+        os.chown(directory, account.pw_uid, account.pw_gid)
+    directory.chmod(0o700)
 
 
 def _read_postmaster_pid(path: Path) -> tuple[int, str] | None:
@@ -219,13 +282,19 @@ class LocalPostgresServer:
 
     @property
     def dsn(self) -> str:
+        """The application role on its database, with its password once started."""
         c = self.config
-        return f"postgresql://{quote(c.user, safe='')}@{HOST}:{c.port}/{quote(c.database, safe='')}"
+        return _dsn(c.user, self._password(c.user), c.port, c.database)
 
     @property
     def admin_dsn(self) -> str:
         """Superuser on the ``postgres`` database: for CREATE/DROP DATABASE."""
-        return f"postgresql://{SUPERUSER}@{HOST}:{self.config.port}/postgres"
+        return _dsn(SUPERUSER, self._password(SUPERUSER), self.config.port, "postgres")
+
+    def _password(self, role: str) -> str | None:
+        if not self.config.password_auth:
+            return None
+        return read_password(self.config.password_file(role))
 
     @property
     def pid(self) -> int | None:
@@ -257,6 +326,10 @@ class LocalPostgresServer:
         if not self._is_initialised():
             self._initdb(bin_dir, account, deadline)
         self._stop_leftover_postmaster(deadline)
+        _ensure_private_dir(self.config.socket_dir, account)
+        self._write_pg_hba(account)
+        if self.config.password_auth:
+            self._ensure_superuser_password(bin_dir, account, deadline)
         process = self._launch(bin_dir, account)
         try:
             self._wait_until_ready(process, deadline, timeout_s)
@@ -302,13 +375,40 @@ class LocalPostgresServer:
             if not self.config.durable:
                 argv.append("--no-sync")
             self._run(argv, account, deadline, cwd=staging)
-            (staging / "pg_hba.conf").write_text(_PG_HBA)
             with contextlib.suppress(FileNotFoundError):
                 pgdata.rmdir()  # only ever empty here; rename cannot replace it on every OS
             staging.rename(pgdata)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def _write_pg_hba(self, account: pwd.struct_passwd | None) -> None:
+        """Rewritten on every start, so a cluster left on trust moves to passwords."""
+        path = self.config.pgdata / "pg_hba.conf"
+        path.write_text(_PG_HBA_SCRAM if self.config.password_auth else _PG_HBA_TRUST)
+        path.chmod(0o600)
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _ensure_superuser_password(
+        self, bin_dir: Path, account: pwd.struct_passwd | None, deadline: float
+    ) -> None:
+        """Give the superuser a generated password unless its file holds one already.
+
+        Set in single-user mode, before the postmaster listens, so neither a new cluster nor
+        one left on trust is ever reachable without it. The file is written only once the
+        password is set: an interrupted start tries again with a new one.
+        """
+        path = self.config.password_file(SUPERUSER)
+        if read_password(path) is not None:
+            return
+        password = new_password()
+        argv = [str(bin_dir / "postgres"), "--single", "-D", str(self.config.pgdata)]
+        argv += ["-c", "password_encryption=scram-sha-256", "-c", "log_statement=none", "postgres"]
+        # A single line: in single-user mode a newline ends the statement.
+        sql = f"ALTER ROLE {SUPERUSER} PASSWORD '{password}';\n"
+        self._run(argv, account, deadline, cwd=self.config.pgdata, stdin=sql)
+        write_password(path, password)
 
     def _stop_leftover_postmaster(self, deadline: float) -> None:
         """Stop a server an earlier launcher left running on this cluster (killed before it could
@@ -384,10 +484,19 @@ class LocalPostgresServer:
             delay = min(delay * 2, 0.2)
 
     def _bootstrap(self, bin_dir: Path, deadline: float) -> None:
+        app_password = ""
+        if self.config.password_auth:
+            path = self.config.password_file(self.config.user)
+            app_password = read_password(path) or new_password()
+        # Variables, not argv: a password on a command line is visible to every user in ps.
+        sql = f"\\set app_user {_psql_literal(self.config.user)}\n"
+        sql += f"\\set app_db {_psql_literal(self.config.database)}\n"
+        sql += f"\\set app_password {_psql_literal(app_password)}\n{_BOOTSTRAP_SQL}"
         argv = [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-        argv += ["-v", f"app_user={self.config.user}", "-v", f"app_db={self.config.database}"]
         argv += ["-h", HOST, "-p", str(self.config.port), "-U", SUPERUSER, "-d", "postgres"]
-        self._run(argv, None, deadline, stdin=_BOOTSTRAP_SQL)
+        self._run(argv, None, deadline, stdin=sql, password=self._password(SUPERUSER))
+        if app_password:
+            write_password(self.config.password_file(self.config.user), app_password)
 
     def _run(
         self,
@@ -397,6 +506,7 @@ class LocalPostgresServer:
         *,
         cwd: Path | None = None,
         stdin: str | None = None,
+        password: str | None = None,
     ) -> None:
         timeout = max(deadline - time.monotonic(), 1.0)
         try:
@@ -408,7 +518,7 @@ class LocalPostgresServer:
                 check=True,
                 timeout=timeout,
                 cwd=cwd,
-                env=_child_env(),
+                env=_child_env(password),
                 **_credentials(account),
             )
         except subprocess.CalledProcessError as exc:
@@ -428,3 +538,15 @@ class LocalPostgresServer:
             return ""
         tail = "\n".join(text.splitlines()[-lines:])
         return f"; log tail ({self.config.log_file}):\n{tail}" if tail else ""
+
+
+def _dsn(user: str, password: str | None, port: int, database: str) -> str:
+    credentials = quote(user, safe="")
+    if password:
+        credentials += f":{quote(password, safe='')}"
+    return f"postgresql://{credentials}@{HOST}:{port}/{quote(database, safe='')}"
+
+
+def _psql_literal(value: str) -> str:
+    """``value`` as a single-quoted psql meta-command argument."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
