@@ -1,0 +1,5 @@
+import sys
+
+from loadtest.faults.matrix import main
+
+sys.exit(main())
