@@ -1,7 +1,8 @@
 # The two commands of the README: `make up` runs the stack, `make test` runs every check.
 # `make bench` runs the benchmark suite and rewrites BENCHMARKS.md; `make soak` runs the stream
 # soak (RATE events/s for DURATION s with AGGREGATORS processes) and rewrites SOAK.md;
-# `make profile` shows where CPU goes at maximum stream rate.
+# `make profile` shows where CPU goes at maximum stream rate; `make faults` runs the fault matrix
+# (each fault on a stack of its own under load, totals verified) and rewrites FAULTS.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 NODE_SDK := tests/sdk/node
 
-.PHONY: up test bench soak profile install lint typecheck unit integration clean
+.PHONY: up test bench soak profile faults install lint typecheck unit integration clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -61,6 +62,9 @@ soak: $(BENCH_STAMP)
 
 profile: $(BENCH_STAMP)
 	$(BIN)/python -m loadtest.bench.profile
+
+faults: install
+	$(BIN)/python -m loadtest.faults
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules
