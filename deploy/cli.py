@@ -84,7 +84,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
     specs = topic_specs(settings.topic_prefix)
-    created = asyncio.run(ensure_topics(_need_kafka(settings), specs))
+    bootstrap = _need_kafka(settings)
+    created = asyncio.run(ensure_topics(bootstrap, specs, security=settings.kafka))
     print(f"{len(specs)} topic(s) present; created: {', '.join(created) or 'none'}")
     return 0
 

@@ -50,7 +50,9 @@ _KILL_MARGIN_S = 5.0
 async def _prepare(database_url: str, bootstrap: str, settings: Settings) -> str:
     applied = await migrate(database_url)
     _say(f"migrations applied: {', '.join(applied) or 'none pending'}")
-    created = await ensure_topics(bootstrap, topic_specs(settings.topic_prefix))
+    created = await ensure_topics(
+        bootstrap, topic_specs(settings.topic_prefix), security=settings.kafka
+    )
     _say(f"topics created: {', '.join(created) or 'none (all present)'}")
     conn = await asyncpg.connect(database_url)
     try:

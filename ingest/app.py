@@ -180,6 +180,7 @@ class IngestApp:
             self.settings.kafka_bootstrap_servers,
             publish_timeout_s=self.settings.ingest.publish_timeout_s,
             registry=self.registry,
+            security=self.settings.kafka,
         )
         await self.publisher.start(wait_s=self.settings.ingest.publish_timeout_s)
         return self.publisher

@@ -92,7 +92,7 @@ class AlertEvaluator(StoredOffsetConsumer):
         producer = (
             producer_factory()
             if producer_factory is not None
-            else idempotent_producer(bootstrap, "meterflow-alerts")
+            else idempotent_producer(bootstrap, "meterflow-alerts", security=settings.kafka)
         )
         self.publisher = V1EventPublisher(
             producer, v1_events_topic(settings.topic_prefix), pool, self.metrics, clock=clock,

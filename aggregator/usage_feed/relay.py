@@ -73,7 +73,7 @@ class UsageRelay:
         self._producer = (
             producer_factory()
             if producer_factory is not None
-            else idempotent_producer(bootstrap, "meterflow-usage-relay")
+            else idempotent_producer(bootstrap, "meterflow-usage-relay", security=settings.kafka)
         )
         self._batch_max = batch_max
         self._poll_interval_s = poll_interval_s

@@ -29,6 +29,8 @@ from meterflow.kafka.producer import (
     Producer,
     idempotent_producer,
 )
+from meterflow.kafka.security import PLAINTEXT
+from meterflow.settings.roles import KafkaSecuritySettings
 
 log = logging.getLogger("meterflow.ingest.producer")
 
@@ -65,6 +67,7 @@ class EventPublisher:
         publish_timeout_s: float,
         registry: CollectorRegistry,
         producer_factory: Callable[[], Producer] | None = None,
+        security: KafkaSecuritySettings = PLAINTEXT,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._publish_timeout_s = publish_timeout_s
@@ -76,6 +79,7 @@ class EventPublisher:
                 max_batch_bytes=REQUEST_MAX_BATCH_BYTES,
                 # Past the publish timeout no client waits for a broker request's answer.
                 request_timeout_s=publish_timeout_s,
+                security=security,
             )
         )
         self._metrics = PublisherMetrics(registry)

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from meterflow.kafka.lag import track_lag
 from meterflow.kafka.offsets import OffsetFenced, adopt_offsets, stored_offsets
+from meterflow.kafka.security import client_security
 from meterflow.lifecycle.reconnect import DatabaseRetry
 from meterflow.settings import Settings
 from meterflow.store.outages import DATABASE_ERRORS
@@ -44,6 +45,7 @@ def folding_consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
         # How long a crashed member keeps its partitions before the group reassigns them.
         session_timeout_ms=settings.consumers.consumer_session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.consumers.consumer_session_timeout_ms // 3),
+        **client_security(settings.kafka),
     )
 
 

@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from meterflow.errors import MeterflowError
+from meterflow.kafka.security import PLAINTEXT, client_security
+from meterflow.settings.roles import KafkaSecuritySettings
 
 LINGER_MS = 2  # records of one batch are enqueued together; a short linger only merges them
 MAX_BATCH_BYTES = 16 * 1024  # per partition; aiokafka's default
@@ -58,8 +60,10 @@ def idempotent_producer(
     linger_ms: int = LINGER_MS,
     max_batch_bytes: int = MAX_BATCH_BYTES,
     request_timeout_s: float = ACK_TIMEOUT_S,
+    security: KafkaSecuritySettings = PLAINTEXT,
 ) -> Producer:
-    """An ``acks=all`` idempotent producer: a retried send never duplicates a record."""
+    """An ``acks=all`` idempotent producer: a retried send never duplicates a record.
+    ``security`` is the process's ``settings.kafka`` (TLS, SASL)."""
     producer: Producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
@@ -73,6 +77,7 @@ def idempotent_producer(
         retry_backoff_ms=100,
         # No compression: records are small JSON and the codecs need optional native packages.
         compression_type=None,
+        **client_security(security),
     )
     return producer
 

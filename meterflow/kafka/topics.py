@@ -16,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from meterflow.errors import LauncherError
+from meterflow.kafka.security import PLAINTEXT, client_security
+from meterflow.settings.roles import KafkaSecuritySettings
 
 METER_EVENTS = "meter-events"
 METER_EVENTS_REJECTED = "meter-events-rejected"
@@ -121,6 +123,7 @@ async def ensure_topics(
     specs: Sequence[TopicSpec],
     replication_factor: int = 1,
     timeout_s: float = 30.0,
+    security: KafkaSecuritySettings = PLAINTEXT,
 ) -> list[str]:
     """Create the missing topics and wait until all are usable; return the names created here.
 
@@ -131,6 +134,7 @@ async def ensure_topics(
         bootstrap_servers=bootstrap_servers,
         client_id="meterflow-topics",
         request_timeout_ms=int(timeout_s * 1000),
+        **client_security(security),
     )
     try:
         async with asyncio.timeout(timeout_s):

@@ -10,7 +10,15 @@ from typing import Any
 
 from meterflow.errors import ConfigurationError
 from meterflow.rules.events import MAX_PAST_S
-from meterflow.settings.roles import LOG_FORMATS, LogFormat, Settings
+from meterflow.settings.roles import (
+    KAFKA_SASL_MECHANISMS,
+    KAFKA_SECURITY_PROTOCOLS,
+    LOG_FORMATS,
+    KafkaSaslMechanism,
+    KafkaSecurityProtocol,
+    LogFormat,
+    Settings,
+)
 from meterflow.windows import DAY_S, HOUR_S
 
 MAX_INVOICE_GRACE_S = 72 * HOUR_S
@@ -34,10 +42,31 @@ def log_format(raw: str) -> LogFormat:
     return lowered
 
 
+def kafka_security_protocol(raw: str) -> KafkaSecurityProtocol:
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``, in any case."""
+    for protocol in KAFKA_SECURITY_PROTOCOLS:
+        if raw.upper() == protocol:
+            return protocol
+    raise ValueError(raw)
+
+
+def kafka_sasl_mechanism(raw: str) -> KafkaSaslMechanism:
+    """``SCRAM-SHA-512``, ``SCRAM-SHA-256`` or ``PLAIN``, in any case."""
+    for mechanism in KAFKA_SASL_MECHANISMS:
+        if raw.upper() == mechanism:
+            return mechanism
+    raise ValueError(raw)
+
+
 # Environment variable -> (settings field, parser).
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_URL": ("database_url", str),
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", str),
+    "METERFLOW_KAFKA_SECURITY_PROTOCOL": ("kafka_security_protocol", kafka_security_protocol),
+    "METERFLOW_KAFKA_SASL_MECHANISM": ("kafka_sasl_mechanism", kafka_sasl_mechanism),
+    "METERFLOW_KAFKA_SASL_USERNAME": ("kafka_sasl_username", str),
+    "METERFLOW_KAFKA_SASL_PASSWORD": ("kafka_sasl_password", str),
+    "METERFLOW_KAFKA_SSL_CAFILE": ("kafka_ssl_cafile", Path),
     "METERFLOW_HTTP_HOST": ("http_host", str),
     "METERFLOW_HTTP_PORT": ("http_port", int),
     "METERFLOW_TOPIC_PREFIX": ("topic_prefix", str),
@@ -131,7 +160,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
     _check_rate_limits(settings)
     _check_http_limits(settings)
+    _check_kafka_security(settings)
     return settings
+
+
+def _check_kafka_security(settings: Settings) -> None:
+    kafka = settings.kafka
+    sasl = kafka.kafka_security_protocol.startswith("SASL_")
+    if sasl and not (kafka.kafka_sasl_username and kafka.kafka_sasl_password):
+        raise ConfigurationError(
+            f"METERFLOW_KAFKA_SECURITY_PROTOCOL={kafka.kafka_security_protocol} needs "
+            "METERFLOW_KAFKA_SASL_USERNAME and METERFLOW_KAFKA_SASL_PASSWORD"
+        )
+    if kafka.kafka_ssl_cafile is not None and not kafka.kafka_ssl_cafile.is_file():
+        raise ConfigurationError(f"METERFLOW_KAFKA_SSL_CAFILE: no file {kafka.kafka_ssl_cafile}")
 
 
 def _check_http_limits(settings: Settings) -> None:

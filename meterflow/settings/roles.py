@@ -12,6 +12,16 @@ DEFAULT_KAFKA_VERSION = "4.2.1"
 # How log lines are written: ``text`` for people, ``json`` (one object per line) for collectors.
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+# How Kafka clients reach the brokers (Kafka's own names for them).
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KAFKA_SECURITY_PROTOCOLS: tuple[KafkaSecurityProtocol, ...] = (
+    "PLAINTEXT",
+    "SSL",
+    "SASL_PLAINTEXT",
+    "SASL_SSL",
+)
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+KAFKA_SASL_MECHANISMS: tuple[KafkaSaslMechanism, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 def _default_cache_dir() -> Path:
@@ -26,6 +36,19 @@ def _default_data_dir() -> Path:
         return Path("/var/lib/meterflow")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "meterflow"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecuritySettings:
+    """How every Kafka client (producers, consumers, admin) authenticates to the brokers and
+    encrypts: PLAINTEXT for the local stack; SASL_SSL with SCRAM-SHA-512 in production."""
+
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    # The CA that signed the brokers' certificates; None: the system's trust store.
+    kafka_ssl_cafile: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +162,7 @@ class LauncherSettings:
 
 
 _SECTIONS: dict[str, type] = {
+    "kafka": KafkaSecuritySettings,
     "ingest": IngestSettings,
     "consumers": ConsumerSettings,
     "aggregator": AggregatorSettings,
@@ -164,6 +188,7 @@ class Settings:
     shutdown_deadline_s: float = 10.0
     log_level: str = "INFO"
     log_format: LogFormat = "text"
+    kafka: KafkaSecuritySettings = field(default_factory=KafkaSecuritySettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
     aggregator: AggregatorSettings = field(default_factory=AggregatorSettings)
@@ -184,6 +209,8 @@ class Settings:
             text = "" if value is None else str(value)
             if name == "database_url" and value:
                 text = mask_url_password(text)
+            elif name in _SECRETS and value:
+                text = "***"
             out[name] = text
         return out
 
@@ -202,6 +229,7 @@ class Settings:
         return replace(self, **top)
 
 
+_SECRETS = frozenset({"kafka_sasl_password"})
 _TOP_LEVEL = tuple(f.name for f in fields(Settings) if f.name not in _SECTIONS)
 _SECTION_OF: dict[str, str] = {
     f.name: section for section, cls in _SECTIONS.items() for f in fields(cls)
