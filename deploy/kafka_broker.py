@@ -119,6 +119,9 @@ class KafkaBrokerConfig:
     controller_port: int
     heap_mb: int = 512
     extra_properties: Mapping[str, str] = field(default_factory=dict)
+    # SCRAM-SHA-512 users (name -> password) written into the cluster's metadata when its
+    # storage is formatted, for a broker whose extra_properties turn SASL on.
+    scram_credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class LocalKafkaBroker:
@@ -336,6 +339,8 @@ class LocalKafkaBroker:
             "-c",
             str(self._properties),
         ]
+        for name, password in self.config.scram_credentials.items():
+            argv += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise LauncherError(
