@@ -1,0 +1,1 @@
+"""Rebuilding rollups from the meter-events topic (``meterflow replay rebuild``)."""
