@@ -48,6 +48,7 @@ from ingest.meters.directory import MeterDirectory
 from ingest.meters.store import MeterStore
 from ingest.meters.summaries_api import SummariesApi
 from ingest.openapi.api import OpenApiEndpoint
+from ingest.replays.api import ReplaysApi
 from ingest.stream.api import MeterEventStreamApi
 from ingest.stream.sessions import SessionAuthority
 from ingest.v1_events.api import V1EventsApi
@@ -167,6 +168,7 @@ class IngestApp:
                 *billing_routes(
                     self.pool, store, invoice_grace_s=self.settings.aggregator.invoice_grace_s
                 ),
+                *ReplaysApi(self.pool, self.settings).routes(),
                 OpenApiEndpoint(lambda: self.routes).route(),
             ]
         )

@@ -12,6 +12,7 @@ from ingest.openapi.billing_objects import BILLING
 from ingest.openapi.objects import ERRORS, EVENTS, METERING, OPERATIONAL, WEBHOOKS_AND_ALERTS
 from ingest.openapi.operation import MAX_ID, Operation
 from ingest.openapi.operations import OPERATIONS
+from ingest.openapi.replay_objects import REPLAY_OBJECTS
 from ingest.openapi.shapes import Schema, ref, text
 from meterflow.errors import MeterflowError
 
@@ -20,7 +21,7 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 SCHEMAS: dict[str, Schema] = {**ERRORS, **METERING, **EVENTS, **WEBHOOKS_AND_ALERTS, **BILLING,
-                              **OPERATIONAL}  # fmt: skip
+                              **OPERATIONAL, **REPLAY_OBJECTS}  # fmt: skip
 SECURITY_SCHEMES: dict[str, Schema] = {
     "secretKey": {
         "type": "http",

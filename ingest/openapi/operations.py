@@ -12,6 +12,7 @@ from ingest.openapi.operation import (
     ids,
     page_query,
 )
+from ingest.openapi.replay_operations import REPLAY_OPERATIONS
 from ingest.openapi.shapes import (
     BOOLEAN,
     INTEGER,
@@ -253,4 +254,5 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     **EVENT_OPERATIONS,
     **ALERT_OPERATIONS,
     **BILLING_OPERATIONS,
+    **REPLAY_OPERATIONS,
 }

@@ -1,0 +1,1 @@
+"""``/v1/meterflow/replays``: re-driving rejected events over HTTP, a meterflow extension."""
