@@ -18,7 +18,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from prometheus_client import CollectorRegistry
 
 from ingest.edge.errors import ServiceUnavailable
@@ -33,6 +41,16 @@ from meterflow.kafka.security import PLAINTEXT
 from meterflow.settings.roles import KafkaSecuritySettings
 
 log = logging.getLogger("meterflow.ingest.producer")
+
+# Errors after which an idempotent producer is never accepted again (its id, epoch or sequence
+# is unknown to the broker, e.g. after a broker restart that lost the producer state).
+PRODUCER_STATE_LOST = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    InvalidProducerIdMapping,
+)
 
 _CONNECT_ATTEMPT_S = 10.0
 _CLOSE_ATTEMPT_S = 2.0
@@ -88,6 +106,7 @@ class EventPublisher:
         self._connector: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
         self._probed_at = float("-inf")
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -176,7 +195,7 @@ class EventPublisher:
         except (TimeoutError, KafkaTimeoutError) as exc:
             raise self._timed_out() from exc
         except KafkaError as exc:
-            raise self._kafka_failure(exc) from exc
+            raise self._kafka_failure(exc, producer) from exc
         if pending:
             raise self._timed_out()
         for ack in done:
@@ -184,7 +203,7 @@ class EventPublisher:
             if isinstance(error, KafkaTimeoutError):
                 raise self._timed_out() from error
             if isinstance(error, KafkaError):
-                raise self._kafka_failure(error) from error
+                raise self._kafka_failure(error, producer) from error
             if error is not None:
                 raise error
         self._metrics.latency.observe(loop.time() - started)
@@ -195,10 +214,13 @@ class EventPublisher:
             "timeout", f"Kafka did not acknowledge it within {self._publish_timeout_s:g}s"
         )
 
-    def _kafka_failure(self, exc: Any) -> ServiceUnavailable:
+    def _kafka_failure(self, exc: Any, producer: Producer) -> ServiceUnavailable:
         # Classified by the error's type and its class-level ``retriable`` flag, never its text.
         reason: PublishFailureReason = "retriable_error" if exc.retriable else "fatal_error"
-        if reason == "fatal_error":
+        if isinstance(exc, PRODUCER_STATE_LOST):
+            log.error("Kafka lost the producer's state (%r); replacing the producer", exc)
+            self._replace(producer)
+        elif reason == "fatal_error":
             log.error("Kafka refused a publish: %r", exc)
         else:
             log.warning("Kafka publish failed (retriable): %r", exc)
@@ -211,6 +233,20 @@ class EventPublisher:
             "identifier; an event that was recorded already is not counted twice.",
             headers=dict(RETRY_AFTER),
         )
+
+    def _replace(self, producer: Producer) -> None:
+        """Retire a producer Kafka no longer accepts (an idempotent producer whose sequence the
+        broker lost, after a broker restart, fails every later send with
+        ``OutOfOrderSequenceNumber``) and connect a new one in the background. Requests answer
+        503 meanwhile; their retries, with the same identifiers, are deduplicated downstream."""
+        if self._producer is not producer:
+            return  # replaced already by a concurrent failure
+        self._producer = None
+        retired = asyncio.create_task(_close_quietly(producer), name="kafka-producer-retire")
+        self._retiring.add(retired)
+        retired.add_done_callback(self._retiring.discard)
+        self._connector = asyncio.create_task(self._connect(), name="kafka-producer-connect")
+        self._connector.add_done_callback(_log_connect_failure)
 
     async def _connect(self) -> None:
         backoff_s = _BACKOFF_MIN_S
@@ -281,4 +317,4 @@ async def _close_quietly(producer: Producer) -> None:
         async with asyncio.timeout(_CLOSE_ATTEMPT_S):
             await producer.stop()
     except (KafkaError, OSError, TimeoutError) as exc:
-        log.debug("closing a producer that never connected failed: %r", exc)
+        log.debug("closing a producer failed: %r", exc)

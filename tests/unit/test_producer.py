@@ -11,6 +11,7 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
     NotEnoughReplicasError,
+    OutOfOrderSequenceNumber,
     RecordTooLargeError,
 )
 from prometheus_client import CollectorRegistry
@@ -143,6 +144,28 @@ async def test_kafka_errors_are_classified_by_type(error: Exception, reason: str
     assert exc.value.__cause__ is not None
     assert exc.value.headers == {"Retry-After": "1"}
     assert _sample(registry, "meterflow_kafka_publish_failures_total", reason=reason) == 1
+    await publisher.stop(1.0)
+
+
+async def test_a_producer_whose_state_kafka_lost_is_replaced() -> None:
+    # After a broker restart that lost the producer's sequence, every send of the old producer
+    # fails; the publisher answers 503 and connects a new producer.
+    poisoned = FakeProducer(ack="error", error=OutOfOrderSequenceNumber())
+    fresh = FakeProducer()
+    registry = CollectorRegistry()
+    publisher = EventPublisher(
+        "kafka:9092", publish_timeout_s=0.3, registry=registry,
+        producer_factory=_factory(poisoned, fresh),
+    )  # fmt: skip
+    assert await publisher.start(wait_s=1.0)
+    with pytest.raises(ServiceUnavailable):
+        await publisher.publish_many(RECORDS)
+    for _ in range(100):
+        if publisher.connected:
+            break
+        await asyncio.sleep(0.01)
+    await publisher.publish_many(RECORDS)
+    assert (poisoned.stopped, fresh.sent) == (True, [("t", b"k1", b"v1"), ("t", b"k2", b"v2")])
     await publisher.stop(1.0)
 
 
