@@ -10,7 +10,6 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -329,7 +328,7 @@ def cmd_consumers(settings: Settings, args: argparse.Namespace) -> int:
 
     groups = asyncio.run(describe())
     if args.json:
-        print(orjson.dumps([asdict(g) for g in groups], option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps([g.as_document() for g in groups], option=orjson.OPT_INDENT_2).decode())
         return 0
     for g in groups:
         print(f"{g.group}  {g.topic}  {g.state}, {g.members} member(s), lag {g.lag:,}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,6 +45,20 @@ class GroupPositions:
     @property
     def lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    def as_document(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "topic": self.topic,
+            "state": self.state,
+            "members": self.members,
+            "lag": self.lag,
+            "partitions": [
+                {"partition": p.partition, "stored": p.stored, "end": p.end, "lag": p.lag,
+                 "owner": p.owner}
+                for p in self.partitions
+            ],
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
