@@ -12,7 +12,8 @@ Phases, in order (each short; the whole suite stays well under ten minutes on tw
    under a fixed stream background load;
 8. credit balance alert latency (crossing event accepted → ``billing.alert.triggered`` on the
    events topic) under the same stream background load;
-9. peak RSS of every process.
+9. ``meterflow import`` of a local CSV file (events checked, published, acknowledged);
+10. peak RSS of every process.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceilin
 from loadtest.bench.credit_alert_latency import measure_credit_alert_latency, provision_probes
 from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
 from loadtest.bench.freshness import measure_freshness
+from loadtest.bench.import_rate import measure_import
 from loadtest.bench.invoice_closing import measure_closing
 from loadtest.bench.machine import load_average, machine_info
 from loadtest.bench.plots import plot_run
@@ -105,6 +107,7 @@ class SuitePlan:
     accounts: int = 2
     customers: int = 500
     verify_timeout_s: float = 90.0
+    import_lines: int = 1_000_000
 
 
 PHASES = (
@@ -119,6 +122,7 @@ PHASES = (
     "credit_alerts",
     "preview",
     "closing",
+    "import",
 )
 
 QUICK = SuitePlan(
@@ -144,6 +148,7 @@ QUICK = SuitePlan(
     copy_rows=20_000,
     copy_s=3.0,
     customers=100,
+    import_lines=100_000,
 )
 
 
@@ -171,6 +176,7 @@ class Suite:
             "credit_alerts": self._credit_alerts,
             "preview": self._previews,
             "closing": self._closing,
+            "import": self._import,
         }
         for name, step in steps.items():
             if not only or name in only:
@@ -418,6 +424,11 @@ class Suite:
             lead_s=plan.closing_lead_s,
             deadline_s=plan.closing_deadline_s,
         )
+
+    async def _import(self) -> None:
+        lines = self._plan.import_lines
+        say(f"meterflow import of a {lines:,}-line CSV file")
+        self.phases["import"] = await measure_import(self._stack, lines)
 
     def peak_rss(self) -> dict[str, float | None]:
         stack = self._stack

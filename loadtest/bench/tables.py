@@ -136,9 +136,34 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(_credit_alert_row(phases["credit_alerts"]))
     if "preview" in phases:
         rows.extend(_preview_rows(phases["preview"]))
+    rows.extend(_batch_rows(phases))
+    return rows
+
+
+def _batch_rows(phases: dict[str, Any]) -> list[Row]:
+    """Work done in bulk rather than per request: closing periods, importing a file."""
+    rows: list[Row] = []
     if "closing" in phases:
         rows.append(_closing_row(phases["closing"]))
+    if "import" in phases:
+        rows.append(_import_row(phases["import"], phases.get("kafka_ceiling_stream")))
     return rows
+
+
+def _import_row(phase: dict[str, Any], kafka: dict[str, Any] | None) -> Row:
+    kafka_eps = None
+    if kafka:
+        kafka_eps = kafka["records_per_s"] * kafka.get("events_per_record", 1)
+    return (
+        "Bulk import: `meterflow import` of a local CSV file",
+        f"{_n(phase['events_per_s'])} events/s ({phase['published']:,} of {phase['lines']:,} "
+        f"lines, {phase['file_mib']} MiB, checked, published and acknowledged in "
+        f"{phase['import_s']:.1f} s); {_n(phase['wall_events_per_s'])} events/s for the whole "
+        "command",
+        "-",
+        f"Kafka {_n(kafka_eps)} events/s in stream-shaped records",
+        _pct(phase["events_per_s"], kafka_eps),
+    )
 
 
 def _closing_row(phase: dict[str, Any]) -> Row:
