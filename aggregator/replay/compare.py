@@ -13,10 +13,16 @@ window).
 
 Window survivors and raw events are compared only from the first day the live retention pass
 still keeps them; rollups are kept for ever and compared over the whole scope.
+
+A comparison can be restricted to some (mode, meter, customer, day) keys, or whole (mode, meter,
+customer) pairs, listed in the temporary table ``rebuild_recheck``
+(:func:`recheck`): the hand-over compares everything before it holds the live group, then, while
+it does, only what could have changed since (:mod:`aggregator.replay.handover`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -35,6 +41,9 @@ ROLLUP_LEVELS: dict[Level, tuple[str, str, int]] = {
     "day": ("rollups_day", "day_ts", DAY_S),
 }
 DIFFERENCES = "pg_temp.rebuild_differences"
+RECHECK = "pg_temp.rebuild_recheck"
+# (mode, meter, customer, UTC day or None for every day): what a restricted comparison covers.
+RecheckKey = tuple[bool, str, str, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +96,28 @@ _CREATE = f"""CREATE TEMP TABLE IF NOT EXISTS {DIFFERENCES.split(".")[1]} (
     rebuilt_last numeric
 ) ON COMMIT DROP"""
 
-_SCOPE = "account_id = $1 AND meter_id = ANY($2::text[])"
+_CREATE_RECHECK = f"""CREATE TEMP TABLE IF NOT EXISTS {RECHECK.split(".")[1]} (
+    livemode boolean NOT NULL, meter_id text NOT NULL, customer text NOT NULL, day_ts bigint
+) ON COMMIT DROP"""
 
 
-def _rollup_differences(schemas: Schemas, level: Level) -> str:
+def _rows(schema: str, table: str, bucket: str, lower: str, *, restricted: bool) -> str:
+    """The scope's rows of one table with ``bucket`` in ``[lower, $4)``: all of them, or only
+    those of the keys in ``rebuild_recheck``."""
+    if not restricted:
+        return f"""(SELECT * FROM {schema}.{table}
+                    WHERE account_id = $1 AND meter_id = ANY($2::text[])
+                      AND {bucket} >= {lower} AND {bucket} < $4)"""
+    return f"""(SELECT t.* FROM {RECHECK} k JOIN {schema}.{table} t
+                  ON t.account_id = $1 AND t.meter_id = ANY($2::text[])
+                 AND t.livemode = k.livemode AND t.meter_id = k.meter_id
+                 AND t.customer = k.customer
+                 AND t.{bucket} >= greatest({lower}, coalesce(k.day_ts, {lower}))
+                 AND t.{bucket} < least($4, coalesce(k.day_ts + {DAY_S}, $4)))"""
+
+
+def _rollup_differences(schemas: Schemas, level: Level, *, restricted: bool) -> str:
     table, bucket, _size = ROLLUP_LEVELS[level]
-    where = f"{_SCOPE} AND {bucket} >= $3 AND {bucket} < $4"
     compared = (
         "{0}.value_sum, {0}.event_count, {0}.last_value, {0}.last_received_ms, "
         "{0}.last_receipt_batch, {0}.last_receipt_index"
@@ -102,16 +127,18 @@ def _rollup_differences(schemas: Schemas, level: Level) -> str:
                coalesce(l.customer, s.customer), coalesce(l.{bucket}, s.{bucket}),
                l.{bucket} IS NOT NULL, l.value_sum, l.event_count, l.last_value,
                s.{bucket} IS NOT NULL, s.value_sum, s.event_count, s.last_value
-        FROM (SELECT * FROM {schemas.live}.{table} WHERE {where}) l
-        FULL JOIN (SELECT * FROM {schemas.shadow}.{table} WHERE {where}) s
+        FROM {_rows(schemas.live, table, bucket, "$3", restricted=restricted)} l
+        FULL JOIN {_rows(schemas.shadow, table, bucket, "$3", restricted=restricted)} s
           ON l.livemode = s.livemode AND l.meter_id = s.meter_id AND l.customer = s.customer
          AND l.{bucket} = s.{bucket}
         WHERE l.{bucket} IS NULL OR s.{bucket} IS NULL
            OR ({compared.format("l")}) IS DISTINCT FROM ({compared.format("s")})"""
 
 
-def _window_differences(schemas: Schemas) -> str:
-    where = f"{_SCOPE} AND window_ts >= greatest($3::bigint, $5::bigint) AND window_ts < $4"
+_KEPT = "greatest($3::bigint, $5::bigint)"
+
+
+def _window_differences(schemas: Schemas, *, restricted: bool) -> str:
     compared = (
         "{0}.identifier, {0}.value, {0}.event_ts, {0}.received_ms, {0}.receipt_batch, "
         "{0}.receipt_index"
@@ -121,15 +148,17 @@ def _window_differences(schemas: Schemas) -> str:
                coalesce(l.customer, s.customer), coalesce(l.window_ts, s.window_ts),
                l.window_ts IS NOT NULL, l.value, 1, l.value,
                s.window_ts IS NOT NULL, s.value, 1, s.value
-        FROM (SELECT * FROM {schemas.live}.window_survivors WHERE {where}) l
-        FULL JOIN (SELECT * FROM {schemas.shadow}.window_survivors WHERE {where}) s
+        FROM {_rows(schemas.live, "window_survivors", "window_ts", _KEPT, restricted=restricted)} l
+        FULL JOIN {
+        _rows(schemas.shadow, "window_survivors", "window_ts", _KEPT, restricted=restricted)
+    } s
           ON l.livemode = s.livemode AND l.meter_id = s.meter_id AND l.customer = s.customer
          AND l.window_ts = s.window_ts
         WHERE l.window_ts IS NULL OR s.window_ts IS NULL
            OR ({compared.format("l")}) IS DISTINCT FROM ({compared.format("s")})"""
 
 
-def _event_groups(schema: str) -> str:
+def _event_groups(schema: str, *, restricted: bool) -> str:
     fingerprint = (
         "identifier || '/' || value || '/' || event_ts || '/' || received_ms || '/' || "
         "receipt_batch || '/' || receipt_index || '/' || cancelled"
@@ -138,19 +167,18 @@ def _event_groups(schema: str) -> str:
                   coalesce(sum(value) FILTER (WHERE NOT cancelled), 0) AS value_sum,
                   count(*) FILTER (WHERE NOT cancelled) AS counted, count(*) AS stored,
                   sum(hashtextextended({fingerprint}, 0)::numeric) AS fingerprint
-           FROM {schema}.meter_events
-           WHERE {_SCOPE} AND event_ts >= greatest($3::bigint, $5::bigint) AND event_ts < $4
+           FROM {_rows(schema, "meter_events", "event_ts", _KEPT, restricted=restricted)} e
            GROUP BY livemode, meter_id, customer, day_ts"""
 
 
-def _event_differences(schemas: Schemas) -> str:
+def _event_differences(schemas: Schemas, *, restricted: bool) -> str:
     return f"""INSERT INTO {DIFFERENCES}
         SELECT 'events', coalesce(l.livemode, s.livemode), coalesce(l.meter_id, s.meter_id),
                coalesce(l.customer, s.customer), coalesce(l.day_ts, s.day_ts),
                l.day_ts IS NOT NULL, l.value_sum, l.counted, NULL,
                s.day_ts IS NOT NULL, s.value_sum, s.counted, NULL
-        FROM ({_event_groups(schemas.live)}) l
-        FULL JOIN ({_event_groups(schemas.shadow)}) s
+        FROM ({_event_groups(schemas.live, restricted=restricted)}) l
+        FULL JOIN ({_event_groups(schemas.shadow, restricted=restricted)}) s
           ON l.livemode = s.livemode AND l.meter_id = s.meter_id AND l.customer = s.customer
          AND l.day_ts = s.day_ts
         WHERE l.day_ts IS NULL OR s.day_ts IS NULL
@@ -158,15 +186,46 @@ def _event_differences(schemas: Schemas) -> str:
               IS DISTINCT FROM (s.value_sum, s.counted, s.stored, s.fingerprint)"""
 
 
-async def compare(conn: Conn, schemas: Schemas, bounds: Bounds) -> list[Difference]:
+async def recheck(conn: Conn, keys: Iterable[RecheckKey]) -> int:
+    """Fill ``rebuild_recheck`` (dropped at commit) with ``keys``; a whole pair stands for its
+    every day. Returns how many rows it holds."""
+    whole = {k[:3] for k in keys if k[3] is None}
+    rows = sorted(
+        (k for k in set(keys) if k[3] is None or k[:3] not in whole),
+        key=lambda k: (k[0], k[1], k[2], -1 if k[3] is None else k[3]),
+    )
+    await conn.execute(_CREATE_RECHECK)
+    await conn.execute(f"TRUNCATE {RECHECK}")
+    await conn.execute(
+        f"""INSERT INTO {RECHECK} SELECT * FROM unnest($1::bool[], $2::text[], $3::text[],
+                                                   $4::bigint[])""",
+        [k[0] for k in rows],
+        [k[1] for k in rows],
+        [k[2] for k in rows],
+        [k[3] for k in rows],
+    )
+    return len(rows)
+
+
+def day_keys(differences: Iterable[Difference]) -> set[RecheckKey]:
+    """The (mode, meter, customer, day) holding each difference."""
+    return {(d.livemode, d.meter_id, d.customer, d.bucket_ts // DAY_S * DAY_S) for d in differences}
+
+
+async def compare(
+    conn: Conn, schemas: Schemas, bounds: Bounds, *, restricted: bool = False
+) -> list[Difference]:
     """Record every difference in ``rebuild_differences`` (dropped at commit) and return them,
-    ordered by meter, customer, level and bucket. Runs in the caller's transaction."""
+    ordered by meter, customer, level and bucket; with ``restricted``, only over the keys
+    :func:`recheck` listed. Runs in the caller's transaction."""
     await conn.execute(_CREATE)
     await conn.execute(f"TRUNCATE {DIFFERENCES}")
     for level in ROLLUP_LEVELS:
-        await conn.execute(_rollup_differences(schemas, level), *bounds.args())
-    await conn.execute(_window_differences(schemas), *bounds.pruned_args())
-    await conn.execute(_event_differences(schemas), *bounds.pruned_args())
+        await conn.execute(
+            _rollup_differences(schemas, level, restricted=restricted), *bounds.args()
+        )
+    await conn.execute(_window_differences(schemas, restricted=restricted), *bounds.pruned_args())
+    await conn.execute(_event_differences(schemas, restricted=restricted), *bounds.pruned_args())
     rows = await conn.fetch(
         f"""SELECT * FROM {DIFFERENCES}
             ORDER BY meter_id, customer, livemode, level, bucket_ts"""

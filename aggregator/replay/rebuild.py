@@ -80,7 +80,8 @@ class RebuildReport:
     swapped: Swapped | None
     offsets: dict[int, int]
     fold_s: float
-    hand_over_s: float
+    compare_s: float  # the comparison before the hand-over (the live fold runs on)
+    hand_over_s: float  # the hand-over transaction (the live fold waits)
 
     @property
     def events_per_s(self) -> float:
@@ -188,14 +189,13 @@ async def _run(
         )
         if request.apply:
             await _ensure_live_days(live, schemas, bounds.kept_from_s, scope.end_s)
-        progress("rebuild: handing over (the live fold waits for this transaction)")
         started = time.monotonic()
         handed: HandOver = await hand_over(
             shadow, schemas, folder, group=group, topic=topic, beginnings=beginnings,
             bounds=bounds, apply=request.apply, now_ms=now_ms,
-            dedupe_ms=EVENT_IDENTIFIER_RETENTION_MS,
+            dedupe_ms=EVENT_IDENTIFIER_RETENTION_MS, progress=progress,
         )  # fmt: skip
-        hand_over_s = time.monotonic() - started
+        compare_s = time.monotonic() - started - handed.held_s
     finally:
         await consumer.stop()
         await shadow.close()
@@ -207,7 +207,8 @@ async def _run(
         swapped=handed.swapped,
         offsets=handed.offsets,
         fold_s=fold_s,
-        hand_over_s=hand_over_s,
+        compare_s=compare_s,
+        hand_over_s=handed.held_s,
     )
 
 

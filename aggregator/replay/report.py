@@ -44,7 +44,8 @@ def summary(report: RebuildReport, *, limit: int) -> Iterator[str]:
         f"rebuild: read {counts.records:,} records, folded {counts.events_selected:,} events of "
         f"the scope ({counts.events_new:,} new, the rest repeated identifiers) and "
         f"{counts.cancels:,} cancels in {report.fold_s:.1f} s ({report.events_per_s:,.0f} "
-        f"events/s); hand-over {report.hand_over_s:.2f} s"
+        f"events/s); compared in {report.compare_s:.1f} s; the live fold waited "
+        f"{report.hand_over_s:.2f} s for the hand-over"
     )
     levels = Counter(d.level for d in report.differences)
     if not report.differences:

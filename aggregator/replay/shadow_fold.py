@@ -9,19 +9,22 @@ fold's statements write the shadow tables (see :mod:`aggregator.replay.shadow`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from aggregator.replay.compare import RecheckKey
 from aggregator.replay.scope import RebuildScope, select_segments
+from aggregator.rollups.columns import Segment
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.offsets import spans_of
 from meterflow.kafka.positions import read_ranges
 from meterflow.records.meter_events import MeterEventsRecord, RecordDecodeError, decode
 from meterflow.store.pg import Conn
+from meterflow.windows import DAY_S
 
 # The shadow's own offsets, in its own consumer_offsets table; the name only shows in it.
 REBUILD_GROUP = "meterflow-rebuild"
@@ -59,6 +62,9 @@ class ShadowFolder:
         self._progress = progress
         self._windows = MeterWindows()
         self._known_days: set[int] = set()
+        # While set, every (mode, meter, customer, day) a folded event touches, and every
+        # (mode, meter, customer) a cancel touches (its event's day is not in the record).
+        self.touched: set[RecheckKey] | None = None
 
     def gap(self, targets: Mapping[int, int]) -> int:
         """Records between where the shadow is and ``targets``."""
@@ -100,6 +106,8 @@ class ShadowFolder:
                 except RecordDecodeError:
                     self.counts.undecodable += 1  # skipped by the live fold too
         segments = select_segments(records, self._scope)
+        if self.touched is not None:
+            self.touched |= touched_keys(segments)
         days = event_days(segments) - self._known_days
         if days:
             await ensure_event_partitions(self._conn, days)
@@ -114,6 +122,23 @@ class ShadowFolder:
         self.counts.cancels += outcome.cancels_applied
         for partition, (_first, last) in offsets.items():
             self.positions[partition] = last + 1
+
+
+def touched_keys(segments: Iterable[Segment]) -> set[RecheckKey]:
+    keys: set[RecheckKey] = set()
+    for segment in segments:
+        if segment.cancel is not None:
+            c = segment.cancel
+            keys.add((c.livemode, c.meter_id, c.customer, None))
+            continue
+        e = segment.events
+        keys.update(
+            (livemode, meter, customer, ts // DAY_S * DAY_S)
+            for livemode, meter, customer, ts in zip(
+                e.livemode, e.meter_id, e.customer, e.event_ts, strict=True
+            )
+        )
+    return keys
 
 
 def _progress_line(done: int, total: int, selected: int, elapsed_s: float) -> str:

@@ -14,7 +14,13 @@ from aggregator.replay.scope import (
     earliest_start,
     select_segments,
 )
-from meterflow.records.meter_events import AcceptedEvent, CancelRecord, EventsRecord
+from aggregator.replay.shadow_fold import touched_keys
+from meterflow.records.meter_events import (
+    AcceptedEvent,
+    CancelRecord,
+    EventsRecord,
+    MeterEventsRecord,
+)
 from meterflow.windows import DAY_S
 
 DAY_MS = DAY_S * 1000
@@ -95,3 +101,17 @@ def test_a_record_with_nothing_of_the_scope_adds_no_segment() -> None:
     scope = RebuildScope("acct_1", frozenset({"mtr_a"}), TODAY, TODAY + DAY_S)
     records = [EventsRecord("acct_1", False, 1, "b", (_event("mtr_b", "x"),))]
     assert select_segments(records, scope) == []
+
+
+def test_the_hand_over_rechecks_each_events_day_and_a_cancels_whole_customer() -> None:
+    scope = RebuildScope("acct_1", frozenset({"mtr_a"}), TODAY, TODAY + DAY_S)
+    late = AcceptedEvent("mtr_a", "tokens", "a2", "cus_2", "1", TODAY - 3 * DAY_S + 5)
+    records: list[MeterEventsRecord] = [
+        EventsRecord("acct_1", False, 1, "b1", (_event("mtr_a", "a1"), late)),
+        CancelRecord("acct_1", True, 2, "b2", "mtr_a", "tokens", "a0", "cus_3"),
+    ]
+    assert touched_keys(select_segments(records, scope)) == {
+        (False, "mtr_a", "cus_1", TODAY),
+        (False, "mtr_a", "cus_2", TODAY - 3 * DAY_S),
+        (True, "mtr_a", "cus_3", None),
+    }
