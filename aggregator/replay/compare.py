@@ -14,10 +14,11 @@ window).
 Window survivors and raw events are compared only from the first day the live retention pass
 still keeps them; rollups are kept for ever and compared over the whole scope.
 
-A comparison can be restricted to some (mode, meter, customer, day) keys, or whole (mode, meter,
-customer) pairs, listed in the temporary table ``rebuild_recheck``
-(:func:`recheck`): the hand-over compares everything before it holds the live group, then, while
-it does, only what could have changed since (:mod:`aggregator.replay.handover`).
+A comparison can be restricted to the keys listed in the temporary table ``rebuild_recheck``
+(:func:`recheck`): every level of some (mode, meter, customer, day), or of every day of some
+(mode, meter, customer), and single keys of one level. The hand-over compares everything before
+it holds the live group, then, while it does, only what could have changed since
+(:mod:`aggregator.replay.handover`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ ROLLUP_LEVELS: dict[Level, tuple[str, str, int]] = {
 }
 DIFFERENCES = "pg_temp.rebuild_differences"
 RECHECK = "pg_temp.rebuild_recheck"
-# (mode, meter, customer, UTC day or None for every day): what a restricted comparison covers.
+# (mode, meter, customer, UTC day or None for every day): every level of it is compared again.
 RecheckKey = tuple[bool, str, str, int | None]
+# How far one key's bucket reaches, per level (a survivor's window is named by its start).
+_WIDTH: dict[Level, int] = {"minute": MINUTE_S, "hour": HOUR_S, "day": DAY_S, "window": 1,
+                            "events": DAY_S}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +101,16 @@ _CREATE = f"""CREATE TEMP TABLE IF NOT EXISTS {DIFFERENCES.split(".")[1]} (
 ) ON COMMIT DROP"""
 
 _CREATE_RECHECK = f"""CREATE TEMP TABLE IF NOT EXISTS {RECHECK.split(".")[1]} (
-    livemode boolean NOT NULL, meter_id text NOT NULL, customer text NOT NULL, day_ts bigint
+    level text, livemode boolean NOT NULL, meter_id text NOT NULL, customer text NOT NULL,
+    day_ts bigint, bucket_ts bigint
 ) ON COMMIT DROP"""
 
 
-def _rows(schema: str, table: str, bucket: str, lower: str, *, restricted: bool) -> str:
+def _rows(
+    schema: str, table: str, bucket: str, lower: str, *, level: Level, restricted: bool
+) -> str:
     """The scope's rows of one table with ``bucket`` in ``[lower, $4)``: all of them, or only
-    those of the keys in ``rebuild_recheck``."""
+    those of the keys in ``rebuild_recheck`` (which never overlap)."""
     if not restricted:
         return f"""(SELECT * FROM {schema}.{table}
                     WHERE account_id = $1 AND meter_id = ANY($2::text[])
@@ -111,9 +118,10 @@ def _rows(schema: str, table: str, bucket: str, lower: str, *, restricted: bool)
     return f"""(SELECT t.* FROM {RECHECK} k JOIN {schema}.{table} t
                   ON t.account_id = $1 AND t.meter_id = ANY($2::text[])
                  AND t.livemode = k.livemode AND t.meter_id = k.meter_id
-                 AND t.customer = k.customer
-                 AND t.{bucket} >= greatest({lower}, coalesce(k.day_ts, {lower}))
-                 AND t.{bucket} < least($4, coalesce(k.day_ts + {DAY_S}, $4)))"""
+                 AND t.customer = k.customer AND (k.level IS NULL OR k.level = '{level}')
+                 AND t.{bucket} >= greatest({lower}, coalesce(k.bucket_ts, k.day_ts, {lower}))
+                 AND t.{bucket} < least($4, coalesce(k.bucket_ts + {_WIDTH[level]},
+                                                      k.day_ts + {DAY_S}, $4)))"""
 
 
 def _rollup_differences(schemas: Schemas, level: Level, *, restricted: bool) -> str:
@@ -127,8 +135,8 @@ def _rollup_differences(schemas: Schemas, level: Level, *, restricted: bool) -> 
                coalesce(l.customer, s.customer), coalesce(l.{bucket}, s.{bucket}),
                l.{bucket} IS NOT NULL, l.value_sum, l.event_count, l.last_value,
                s.{bucket} IS NOT NULL, s.value_sum, s.event_count, s.last_value
-        FROM {_rows(schemas.live, table, bucket, "$3", restricted=restricted)} l
-        FULL JOIN {_rows(schemas.shadow, table, bucket, "$3", restricted=restricted)} s
+        FROM {_rows(schemas.live, table, bucket, "$3", level=level, restricted=restricted)} l
+        FULL JOIN {_rows(schemas.shadow, table, bucket, "$3", level=level, restricted=restricted)} s
           ON l.livemode = s.livemode AND l.meter_id = s.meter_id AND l.customer = s.customer
          AND l.{bucket} = s.{bucket}
         WHERE l.{bucket} IS NULL OR s.{bucket} IS NULL
@@ -148,9 +156,25 @@ def _window_differences(schemas: Schemas, *, restricted: bool) -> str:
                coalesce(l.customer, s.customer), coalesce(l.window_ts, s.window_ts),
                l.window_ts IS NOT NULL, l.value, 1, l.value,
                s.window_ts IS NOT NULL, s.value, 1, s.value
-        FROM {_rows(schemas.live, "window_survivors", "window_ts", _KEPT, restricted=restricted)} l
+        FROM {
+        _rows(
+            schemas.live,
+            "window_survivors",
+            "window_ts",
+            _KEPT,
+            level="window",
+            restricted=restricted,
+        )
+    } l
         FULL JOIN {
-        _rows(schemas.shadow, "window_survivors", "window_ts", _KEPT, restricted=restricted)
+        _rows(
+            schemas.shadow,
+            "window_survivors",
+            "window_ts",
+            _KEPT,
+            level="window",
+            restricted=restricted,
+        )
     } s
           ON l.livemode = s.livemode AND l.meter_id = s.meter_id AND l.customer = s.customer
          AND l.window_ts = s.window_ts
@@ -167,7 +191,9 @@ def _event_groups(schema: str, *, restricted: bool) -> str:
                   coalesce(sum(value) FILTER (WHERE NOT cancelled), 0) AS value_sum,
                   count(*) FILTER (WHERE NOT cancelled) AS counted, count(*) AS stored,
                   sum(hashtextextended({fingerprint}, 0)::numeric) AS fingerprint
-           FROM {_rows(schema, "meter_events", "event_ts", _KEPT, restricted=restricted)} e
+           FROM {
+        _rows(schema, "meter_events", "event_ts", _KEPT, level="events", restricted=restricted)
+    } e
            GROUP BY livemode, meter_id, customer, day_ts"""
 
 
@@ -186,30 +212,30 @@ def _event_differences(schemas: Schemas, *, restricted: bool) -> str:
               IS DISTINCT FROM (s.value_sum, s.counted, s.stored, s.fingerprint)"""
 
 
-async def recheck(conn: Conn, keys: Iterable[RecheckKey]) -> int:
-    """Fill ``rebuild_recheck`` (dropped at commit) with ``keys``; a whole pair stands for its
-    every day. Returns how many rows it holds."""
-    whole = {k[:3] for k in keys if k[3] is None}
-    rows = sorted(
-        (k for k in set(keys) if k[3] is None or k[:3] not in whole),
-        key=lambda k: (k[0], k[1], k[2], -1 if k[3] is None else k[3]),
-    )
+async def recheck(conn: Conn, touched: Iterable[RecheckKey], differed: Iterable[Difference]) -> int:
+    """Fill ``rebuild_recheck`` (dropped at commit): every level of the ``touched`` days (a
+    whole pair: all its days), and each earlier difference's own key where no touched day
+    covers it already. Returns how many rows it holds."""
+    days = set(touched)
+    whole = {k[:3] for k in days if k[3] is None}
+    rows: list[tuple[str | None, bool, str, str, int | None, int | None]] = [
+        (None, *k, None) for k in days if k[3] is None or k[:3] not in whole
+    ]
+    for d in set(differed):
+        pair = (d.livemode, d.meter_id, d.customer)
+        if pair not in whole and (*pair, d.bucket_ts // DAY_S * DAY_S) not in days:
+            rows.append((d.level, *pair, None, d.bucket_ts))
     await conn.execute(_CREATE_RECHECK)
     await conn.execute(f"TRUNCATE {RECHECK}")
     await conn.execute(
-        f"""INSERT INTO {RECHECK} SELECT * FROM unnest($1::bool[], $2::text[], $3::text[],
-                                                   $4::bigint[])""",
-        [k[0] for k in rows],
-        [k[1] for k in rows],
-        [k[2] for k in rows],
-        [k[3] for k in rows],
+        f"""INSERT INTO {RECHECK} SELECT * FROM unnest($1::text[], $2::bool[], $3::text[],
+                                                   $4::text[], $5::bigint[], $6::bigint[])""",
+        *([row[i] for row in rows] for i in range(6)),
     )
+    # A temporary table has no statistics until analysed; with them the planner walks the
+    # rollups' primary keys per listed key instead of scanning whole tables.
+    await conn.execute(f"ANALYZE {RECHECK}")
     return len(rows)
-
-
-def day_keys(differences: Iterable[Difference]) -> set[RecheckKey]:
-    """The (mode, meter, customer, day) holding each difference."""
-    return {(d.livemode, d.meter_id, d.customer, d.bucket_ts // DAY_S * DAY_S) for d in differences}
 
 
 async def compare(
@@ -226,6 +252,7 @@ async def compare(
         )
     await conn.execute(_window_differences(schemas, restricted=restricted), *bounds.pruned_args())
     await conn.execute(_event_differences(schemas, restricted=restricted), *bounds.pruned_args())
+    await conn.execute(f"ANALYZE {DIFFERENCES}")  # the swap joins it with the live tables
     rows = await conn.fetch(
         f"""SELECT * FROM {DIFFERENCES}
             ORDER BY meter_id, customer, livemode, level, bucket_ts"""

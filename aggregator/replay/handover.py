@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from aggregator.replay.compare import Bounds, Difference, compare, day_keys, recheck
+from aggregator.replay.compare import Bounds, Difference, compare, recheck
 from aggregator.replay.scope import RebuildRefused
 from aggregator.replay.shadow import Schemas
 from aggregator.replay.shadow_fold import ShadowFolder
@@ -103,10 +103,10 @@ async def hand_over(
     connection ``conn``."""
     progress("rebuild: comparing with the live tables")
     async with conn.transaction():
-        before = day_keys(await compare(conn, schemas, bounds))
+        before = await compare(conn, schemas, bounds)
     progress(
-        f"rebuild: {len(before):,} (meter, customer, day) differ so far; handing over (the live "
-        "fold waits for this transaction)"
+        f"rebuild: {len(before):,} keys differ so far; handing over (the live fold waits for "
+        "this transaction)"
     )
     started = time.monotonic()
     async with conn.transaction():
@@ -123,7 +123,7 @@ async def hand_over(
             )
         folder.touched = set()
         await folder.fold_to(locked)
-        await recheck(conn, before | folder.touched)
+        await recheck(conn, folder.touched, before)
         folder.touched = None
         differences = await compare(conn, schemas, bounds, restricted=True)
         swapped = None

@@ -6,8 +6,9 @@ recorded the differences.
    ``window_survivors`` is deleted from the live table and the rebuilt row, if any, inserted.
 2. Each differing (meter, customer, day) of raw events is replaced the same way in
    ``meter_events``, whose cancels read it later.
-3. Identifiers the rebuild folded that the live dedupe set lacks, received within its 48 hours,
-   are added to it, so a resend of such an event stays a duplicate.
+3. Identifiers of the raw events of step 2 that the live dedupe set lacks, received within its
+   48 hours, are added to it, so a resend of an event the live fold had lost stays a
+   duplicate.
 4. One ``usage_changes`` row per changed (meter, customer), spanning the changed windows, tells
    the alert evaluators to look again.
 Keys that do not differ are not touched.
@@ -77,11 +78,12 @@ async def swap(conn: Conn, schemas: Schemas, bounds: Bounds, *, now_ms: int,
         inserted += added
     restored = await conn.execute(
         f"""INSERT INTO {schemas.live}.event_identifiers
-            SELECT * FROM {schemas.shadow}.event_identifiers
-            WHERE account_id = $1 AND meter_id = ANY($2::text[]) AND event_ts >= $3
-              AND event_ts < $4 AND received_ms >= $5
+            SELECT t.* FROM {schemas.shadow}.event_identifiers t JOIN {DIFFERENCES} d
+              ON d.level = 'events' AND {_KEY}
+             AND t.event_ts >= d.bucket_ts AND t.event_ts < d.bucket_ts + {DAY_S}
+            WHERE t.received_ms >= $2
             ON CONFLICT DO NOTHING""",
-        *bounds.args(),
+        account_id,
         now_ms - dedupe_ms,
     )
     # Each level's bucket ends where the next bucket starts; a day of raw events ends with its
