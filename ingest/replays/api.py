@@ -99,9 +99,7 @@ def _seconds(ms: object) -> int | None:
 class ReplaysApi:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
-        self._runner = (
-            None if not settings.kafka_bootstrap_servers else ReplayRunner(pool, settings)
-        )
+        self._runner = None if not settings.kafka_bootstrap_servers else ReplayRunner(settings)
 
     def routes(self) -> list[Route]:
         return [Route("POST", BASE, self.create), Route("GET", BASE + "/{id}", self.retrieve)]
