@@ -64,6 +64,7 @@ LINES_PER_CHUNK = 50_000
 EVENTS_PER_RECORD = 100  # a stream request's worth
 ACK_TIMEOUT_S = 60.0
 PROGRESS_INTERVAL_S = 2.0
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some editors start a file with
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ def _format_of(request: ImportRequest, head: bytes) -> Format:
         return "jsonl"
     if request.source.endswith(".csv"):
         return "csv"
-    return "jsonl" if head.lstrip()[:1] == b"{" else "csv"
+    return "jsonl" if head.removeprefix(_BOM).lstrip()[:1] == b"{" else "csv"
 
 
 class _Lines:
@@ -141,8 +142,9 @@ class _Lines:
         self._format = file_format
         self._checker = checker
         if file_format == "csv":
+            # utf-8-sig: a spreadsheet's byte order mark is not part of the first column's name.
             self._text = io.TextIOWrapper(
-                stream, encoding="utf-8", errors="surrogateescape", newline=""
+                stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
             )
             self._reader = csv.reader(self._text)
             header = next(self._reader, None)
@@ -179,6 +181,8 @@ class _Lines:
             if not raw:
                 return
             self.line += 1
+            if self.line == 1:
+                raw = raw.removeprefix(_BOM)
             if not raw.strip():
                 continue  # a blank line (a trailing newline) holds no event
             yield self.line, checker.json_line(raw, self.line), raw

@@ -179,7 +179,8 @@ async def test_json_lines_from_standard_input_with_an_import_id(
         {"event_name": "tokens", "timestamp": "2026-01-01T00:00:00Z",
          "payload": {"stripe_customer_id": "cus_1", "value": "1"}},
     ]  # fmt: skip
-    body = b"\n".join(orjson.dumps(line) for line in lines) + b"\n\n"
+    # A byte order mark first, as some editors write, and a blank line last.
+    body = b"\xef\xbb\xbf" + b"\n".join(orjson.dumps(line) for line in lines) + b"\n\n"
     rejects = tmp_path / "rejects.jsonl"
     env = cli_env(ingest_settings)
     args = ("import", "-", "--account", account.account_id, "--import-id", "batch-7",
