@@ -8,6 +8,7 @@ number of processes may run in one consumer group.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from aggregator.rollups.columns import segments as split_segments
+from aggregator.rollups.lanes import lanes
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
@@ -89,6 +91,8 @@ class RollupConsumer(StoredOffsetConsumer):
     ) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("the aggregator needs KAFKA_BOOTSTRAP_SERVERS")
+        if settings.aggregator.fold_lanes < 1:
+            raise ValueError("METERFLOW_FOLD_LANES must be at least 1")
         self.metrics = FoldMetrics(registry)
         super().__init__(
             settings,
@@ -102,15 +106,36 @@ class RollupConsumer(StoredOffsetConsumer):
             name="rollups",
         )
         self._known_days: set[int] = set()
+        self._lanes = settings.aggregator.fold_lanes
         self._meter_windows = MeterWindows()
         # Told after each commit that changed usage (the usage relay wakes on it).
         self._on_fold = on_fold
 
     async def fold(self, batch: Batch) -> None:
+        """Fold the batch's lanes concurrently, each in its own transaction on its own connection.
+
+        Python decodes one lane while PostgreSQL applies another. A lane that fails rolls back
+        alone; the others' offsets are recorded and the first failure is raised, so the batch's
+        partitions are re-read from their stored offsets.
+        """
         started = time.perf_counter()
+        parts = lanes(batch, self._lanes)
+        results = await asyncio.gather(*(self._fold_lane(p) for p in parts), return_exceptions=True)
+        failures: list[BaseException] = []
+        for lane, result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(result)
+            else:
+                await self.folded(batch_offsets(lane))
+        self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        if failures:
+            raise failures[0]
+
+    async def _fold_lane(self, lane: Batch) -> None:
         records: list[MeterEventsRecord] = []
-        offsets = batch_offsets(batch)
-        for tp, messages in batch.items():
+        offsets = batch_offsets(lane)
+        for tp, messages in lane.items():
             for message in messages:
                 try:
                     records.append(decode(message.value))
@@ -119,8 +144,8 @@ class RollupConsumer(StoredOffsetConsumer):
                     self.metrics.events.labels("undecodable").inc()
                     log.exception("skipping undecodable record at %s@%s", tp, message.offset)
         segments = split_segments(records)
-        days = event_days(segments) - self._known_days
         async with self._pool.acquire() as conn:
+            days = event_days(segments) - self._known_days
             if days:
                 await ensure_event_partitions(conn, days)
                 self._known_days |= days
@@ -136,6 +161,3 @@ class RollupConsumer(StoredOffsetConsumer):
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)
         self.metrics.cancels.labels("applied").inc(outcome.cancels_applied)
         self.metrics.cancels.labels("unmatched").inc(outcome.cancels_unmatched)
-        self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        await self.folded(offsets)

@@ -84,6 +84,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_PUBLISH_TIMEOUT_S": ("publish_timeout_s", float),
     "METERFLOW_CONSUMER_GROUP": ("consumer_group", str),
     "METERFLOW_FOLD_BATCH_MAX": ("fold_batch_max", int),
+    "METERFLOW_FOLD_LANES": ("fold_lanes", int),
     "METERFLOW_CONSUMER_NICE": ("consumer_nice", int),
     "METERFLOW_AGGREGATOR_METRICS_PORT": ("aggregator_metrics_port", int),
     "METERFLOW_CONSUMER_SESSION_TIMEOUT_MS": ("consumer_session_timeout_ms", int),

@@ -105,6 +105,9 @@ class AggregatorSettings:
 
     consumer_group: str = "meterflow-aggregator"
     fold_batch_max: int = 5000
+    # Lanes of a batch folded concurrently, each a group of whole partitions on its own database
+    # connection: PostgreSQL applies one while the aggregator decodes the next.
+    fold_lanes: int = 2
     aggregator_metrics_port: int = 8081
     # Raw meter events are kept this many whole days: Stripe's 35-day back-dating window plus a
     # margin for aggregator lag.
