@@ -1,8 +1,9 @@
 """A real single-node Apache Kafka broker built from Maven Central jars, for local runs and tests.
 
 No Docker and no Apache download mirror are needed: ``deploy/kafka/pom.xml`` lets Maven copy the
-broker's runtime jars into a per-version cache once; every later start works offline. The node is a
-combined broker+controller (KRaft, static quorum) listening on 127.0.0.1 only.
+broker's runtime jars into a per-version cache once (:mod:`deploy.kafka_jars`); every later start
+works offline. The node is a combined broker+controller (KRaft, static quorum) listening on
+127.0.0.1 only.
 
 The broker gets SIGTERM from the kernel if the launcher dies without stopping it. A broker left
 running on the same data directory by an earlier launcher is stopped before starting.
@@ -15,12 +16,10 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,79 +28,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from deploy.kafka_jars import KAFKA_ASSETS, ensure_kafka_jars, output_tail
 from deploy.processes import all_pids, command_line, die_with_parent, signal_quietly, wait_gone
 from meterflow.errors import LauncherError
 
 logger = logging.getLogger(__name__)
 
-KAFKA_ASSETS = Path(__file__).resolve().parent / "kafka"
-KAFKA_POM = KAFKA_ASSETS / "pom.xml"
 LOG4J2_CONFIG = KAFKA_ASSETS / "log4j2.properties"
 
-_COMPLETE_MARKER = ".complete"
-_MVN_TIMEOUT_S = 900.0
 _TAIL_LINES = 40
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def ensure_kafka_jars(version: str, cache_dir: Path) -> Path:
-    """Return ``cache_dir/kafka-<version>/libs``, fetching the broker jars unless cached."""
-    cache_dir = cache_dir.resolve()  # mvn resolves relative paths against the pom's directory
-    target = cache_dir / f"kafka-{version}"
-    libs = target / "libs"
-    if (target / _COMPLETE_MARKER).is_file():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise LauncherError("Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Download next to the target, then publish with one rename: an interrupted download leaves
-    # only a stray staging directory, never a half-filled cache that looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=f".kafka-{version}-", dir=cache_dir))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other local users
-    try:
-        argv = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(KAFKA_POM),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging / 'libs'}",
-            f"-Dkafka.version={version}",
-        ]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=_MVN_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LauncherError(f"mvn did not finish within {_MVN_TIMEOUT_S:.0f}s") from exc
-        if done.returncode != 0:
-            raise LauncherError(
-                f"mvn failed (exit {done.returncode}) fetching Kafka {version}:\n"
-                + _tail(done.stdout + done.stderr)
-            )
-        jars = sorted(p.name for p in (staging / "libs").glob("*.jar"))
-        if f"kafka_2.13-{version}.jar" not in jars:
-            raise LauncherError(f"mvn succeeded but kafka_2.13-{version}.jar is missing")
-        (staging / _COMPLETE_MARKER).write_text("\n".join(jars) + "\n")
-        _publish(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return libs
-
-
-def _publish(staging: Path, target: Path) -> None:
-    if target.exists() and not (target / _COMPLETE_MARKER).is_file():
-        shutil.rmtree(target)  # left by something else; never by our rename
-    try:
-        staging.rename(target)
-    except OSError:
-        if not (target / _COMPLETE_MARKER).is_file():
-            raise
-        # Another process published the same version first; its copy is as good as ours.
 
 
 @dataclass(frozen=True)
@@ -251,7 +186,7 @@ class LocalKafkaBroker:
             text = self._out_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-        return _tail(text, lines)
+        return output_tail(text, lines)
 
     def _server_properties(self) -> dict[str, str]:
         cfg = self.config
@@ -345,7 +280,7 @@ class LocalKafkaBroker:
         if done.returncode != 0:
             raise LauncherError(
                 f"formatting Kafka storage in {self._log_dirs} failed:\n"
-                + _tail(done.stdout + done.stderr)
+                + output_tail(done.stdout + done.stderr)
             )
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -405,13 +340,3 @@ def _port_accepts(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
         return True
     return False
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    # Java stack frames and Maven's colour codes bury the one line that says what went wrong.
-    kept = [
-        _ANSI_ESCAPE.sub("", line)
-        for line in text.rstrip().splitlines()
-        if not line.startswith("\tat ") and not line.startswith("\t... ")
-    ]
-    return "\n".join(kept[-lines:])

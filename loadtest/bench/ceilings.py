@@ -1,7 +1,9 @@
 """Ceilings on the same machine in the same run: what Kafka and PostgreSQL do with no meterflow.
 
-* Kafka: records of a given size with ``acks=all``, through Kafka's own ``ProducerPerformance``
-  when the cached jars have it, else a bare aiokafka loop with ingest's producer settings.
+* Kafka: records of a given size with ingest's producer settings (``acks=all``, idempotent), sent
+  by Kafka's own ``ProducerPerformance`` (:mod:`loadtest.bench.producer_performance`), and beside
+  it by a bare aiokafka loop, the client ingest uses. ProducerPerformance's figure is the ceiling;
+  when Java or its jars cannot be had, the loop's is, with the reason.
 * PostgreSQL: ``COPY`` of rows shaped like ``meter_events`` into a scratch table with the same
   columns and index, in transactions of the aggregator's batch size.
 """
@@ -9,64 +11,42 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import subprocess
 import time
-import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from loadtest.bench.producer_performance import (
+    measure_producer_performance,
+    producer_performance_classpath,
+)
+from meterflow.errors import MeterflowError
 from meterflow.kafka.producer import REQUEST_LINGER_MS, REQUEST_MAX_BATCH_BYTES, idempotent_producer
 from meterflow.records.meter_events import partition_key
 
-PRODUCER_PERFORMANCE = "org.apache.kafka.tools.ProducerPerformance"
 _SCRATCH_TABLE = "bench_copy_ceiling"
 _ACK_WINDOW = 20_000
+_LOOP_CUSTOMERS = 1000
+# ProducerPerformance runs at most this long per record size: "a few seconds", whatever the
+# plan gives the loop.
+_PERF_TARGET_S = 5.0
 _COPY_COLUMNS = (
     "account_id", "livemode", "meter_id", "customer", "identifier", "value", "event_ts",
     "received_ms", "receipt_batch", "receipt_index",
 )  # fmt: skip
-_PERF_SUMMARY = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)")
+_INGEST_SETTINGS = (
+    f"acks=all, idempotent, linger {REQUEST_LINGER_MS} ms, "
+    f"{REQUEST_MAX_BATCH_BYTES // 1024} KiB batches, no compression"
+)
 
 
-def find_producer_performance(libs: Path) -> bool:
-    """Whether a jar in ``libs`` holds Kafka's producer benchmark class."""
-    member = PRODUCER_PERFORMANCE.replace(".", "/") + ".class"
-    for jar in sorted(libs.glob("*.jar")):
-        try:
-            with zipfile.ZipFile(jar) as archive:
-                if member in archive.namelist():
-                    return True
-        except (OSError, zipfile.BadZipFile):
-            continue
-    return False
-
-
-def _java_producer_ceiling(
-    libs: Path, bootstrap: str, topic: str, record_size: int, records: int
-) -> dict[str, Any]:
-    java = shutil.which("java") or "java"
-    argv = [
-        java, "-Xmx256m", "-cp", f"{libs}/*", PRODUCER_PERFORMANCE,
-        "--topic", topic, "--num-records", str(records), "--record-size", str(record_size),
-        "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
-        "enable.idempotence=true", "linger.ms=5", "batch.size=131072", "compression.type=none",
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    found = _PERF_SUMMARY.findall(done.stdout)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"ProducerPerformance failed: {done.stderr[-500:]}")
-    sent, rate, mb_s = found[-1]
-    return {
-        "tool": PRODUCER_PERFORMANCE,
-        "records": int(sent),
-        "records_per_s": round(float(rate), 1),
-        "mb_per_s": float(mb_s),
-    }
+def _loop_tool(settings: str) -> str:
+    return (
+        f"aiokafka produce loop with ingest's producer settings{settings}, records keyed by "
+        f"{_LOOP_CUSTOMERS:,} customers"
+    )
 
 
 async def _aiokafka_producer_ceiling(
@@ -80,9 +60,13 @@ async def _aiokafka_producer_ceiling(
         request_timeout_s=30.0,
     )
     value = b"x" * record_size
-    keys = [partition_key("acct_ceiling", False, f"cus_{n}") for n in range(1000)]
+    keys = [partition_key("acct_ceiling", False, f"cus_{n}") for n in range(_LOOP_CUSTOMERS)]
     await producer.start()
     try:
+        # One record per key before the clock starts: partition leaders of a topic created a
+        # moment ago are still being elected, and the retries would be timed as the client's.
+        warmup = [await producer.send(topic, value, key=key) for key in keys]
+        await asyncio.gather(*warmup)
         started = time.perf_counter()
         sent = 0
         pending: list[asyncio.Future[Any]] = []
@@ -99,8 +83,7 @@ async def _aiokafka_producer_ceiling(
     finally:
         await producer.stop()
     return {
-        "tool": "aiokafka produce loop (ingest's producer settings: acks=all, idempotent, "
-        "linger 5 ms); Kafka's ProducerPerformance is not in the cached jars",
+        "tool": _loop_tool(""),
         "records": sent,
         "records_per_s": round(sent / elapsed, 1),
         "mb_per_s": round(sent * record_size / elapsed / 1e6, 2),
@@ -108,17 +91,59 @@ async def _aiokafka_producer_ceiling(
 
 
 async def kafka_producer_ceiling(
-    libs: Path, bootstrap: str, topic: str, *, record_size: int, records: int, duration_s: float
+    version: str,
+    cache_dir: Path,
+    bootstrap: str,
+    topic: str,
+    *,
+    record_size: int,
+    records: int,
+    duration_s: float,
 ) -> dict[str, Any]:
-    if find_producer_performance(libs):
-        result = await asyncio.to_thread(
-            _java_producer_ceiling, libs, bootstrap, topic, record_size, records
+    """Kafka's ceiling for ``record_size``-byte records: ProducerPerformance's figures (from the
+    jars of Kafka ``version`` in ``cache_dir``) with the aiokafka loop's under ``"aiokafka"``, or
+    the loop's alone with ``"producer_performance_error"`` saying why the tool did not run."""
+    loop = await _aiokafka_producer_ceiling(bootstrap, topic, record_size, records, duration_s)
+    target_s = min(duration_s, _PERF_TARGET_S)
+    try:
+        classpath = await asyncio.to_thread(producer_performance_classpath, version, cache_dir)
+        measured = await asyncio.to_thread(
+            measure_producer_performance,
+            classpath,
+            bootstrap,
+            topic,
+            record_size=record_size,
+            duration_s=target_s,
         )
-    else:
-        result = await _aiokafka_producer_ceiling(
-            bootstrap, topic, record_size, records, duration_s
+    except MeterflowError as exc:
+        return {
+            **loop,
+            "tool": _loop_tool(f" ({_INGEST_SETTINGS})"),
+            "source": "aiokafka",
+            "record_bytes": record_size,
+            "producer_performance_error": str(exc),
+        }
+    warmup = measured["warmup_records"]
+    tool = (
+        f"Kafka {version}'s ProducerPerformance (kafka-producer-perf-test) with ingest's producer "
+        f"settings ({_INGEST_SETTINGS}), unkeyed records (the producer fills one partition's "
+        "batch at a time), its record count sized by a calibration run to last about "
+        f"{target_s:.0f} s"
+        + (
+            f" after {warmup:,} warm-up records its figures leave out "
+            f"({measured['whole_run_records_per_s']:,.0f} records/s with them)"
+            if warmup
+            else " (this version has no warm-up option: the figures include the producer's start)"
         )
-    return {**result, "record_bytes": record_size}
+        + "; unthrottled, so latencies include waiting in the producer's 32 MiB buffer"
+    )
+    return {
+        **measured,
+        "tool": tool,
+        "source": "ProducerPerformance",
+        "record_bytes": record_size,
+        "aiokafka": loop,
+    }
 
 
 async def postgres_copy_ceiling(

@@ -253,11 +253,7 @@ class Suite:
 
     async def _ceilings(self) -> None:
         plan, stack = self._plan, self._stack
-        libs = (
-            stack.settings.launcher.cache_dir
-            / f"kafka-{stack.settings.launcher.kafka_version}"
-            / "libs"
-        )
+        launcher = stack.settings.launcher
         single = _single_event_record_size()
         sample = build_records(_fold_workload("sample", "acct_sample", 1, 5000), int(time.time()))
         stream_bytes = sum(len(v) for _, v in sample.records) // len(sample.records)
@@ -267,7 +263,8 @@ class Suite:
             prefix = f"bench-ceiling-{name}-{new_run_id()}."
             await ensure_topics(stack.bootstrap, topic_specs(prefix))
             ceiling = await kafka_producer_ceiling(
-                libs,
+                launcher.kafka_version,
+                launcher.cache_dir,
                 stack.bootstrap,
                 meter_events_topic(prefix),
                 record_size=size,

@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 Row = tuple[str, str, str, str, str]
+_KAFKA_CEILINGS = (
+    ("kafka_ceiling_single", "single-event records"),
+    ("kafka_ceiling_stream", "stream-shaped records"),
+)
 MACHINE_HEADER = (
     "nproc", "CPU", "RAM", "kernel", "Python", "date", "git rev", "1-min loadavg before / after",
 )  # fmt: skip
@@ -83,6 +87,41 @@ def _fold_row(name: str, fold: dict[str, Any], copy_rps: float | None) -> Row:
     return (name, result, "-", ceiling, _pct(fold.get("events_per_s"), copy_rps))
 
 
+def _kafka_rows(phases: dict[str, Any]) -> list[Row]:
+    """Per record size: Kafka's ceiling, then the aiokafka loop measured beside it."""
+    rows: list[Row] = []
+    for key, label in _KAFKA_CEILINGS:
+        if key not in phases:
+            continue
+        k = phases[key]
+        result = f"{_n(k['records_per_s'])} records/s ({k['mb_per_s']} MB/s)"
+        if "events_per_record" in k:
+            result += f", {_n(k['records_per_s'] * k['events_per_record'])} events/s"
+        if k.get("source") == "ProducerPerformance":
+            result += "<br>Kafka's ProducerPerformance"
+        else:
+            result += "<br>aiokafka produce loop (Kafka's ProducerPerformance did not run)"
+        lat = k.get("latency_ms")
+        latency = (
+            f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} ms (max {lat['max']:.0f})"
+            if lat
+            else "-"
+        )
+        name = f"Kafka ceiling, {label} ({k['record_bytes']} bytes, acks=all)"
+        rows.append((name, result, latency, "-", "-"))
+        if loop := k.get("aiokafka"):
+            rows.append(
+                (
+                    f"aiokafka produce loop with ingest's producer settings, {label}",
+                    f"{_n(loop['records_per_s'])} records/s ({loop['mb_per_s']} MB/s)",
+                    "-",
+                    f"Kafka {_n(k['records_per_s'])} records/s",
+                    _pct(loop["records_per_s"], k["records_per_s"]),
+                )
+            )
+    return rows
+
+
 def result_rows(results: dict[str, Any]) -> list[Row]:
     phases = results["phases"]
     generator = phases.get("noop", {}).get("load", {}).get("requests_per_s")
@@ -109,6 +148,7 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(
             _stream_row(phases["stream"], generator_eps, phases.get("kafka_ceiling_stream"))
         )
+    rows.extend(_kafka_rows(phases))
     for key, name in (
         ("fold_raw", "Aggregator fold, raw meters"),
         ("fold_overwrite", "Aggregator fold, hour meters, overwrite-heavy"),
@@ -265,18 +305,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _kafka_note(label: str, k: dict[str, Any]) -> str:
+    note = (
+        f"- Kafka, {label}: {_n(k['records_per_s'])} records/s of {k['record_bytes']} bytes "
+        f"({k['mb_per_s']} MB/s) with acks=all"
+    )
+    if lat := k.get("latency_ms"):
+        note += (
+            f", latency avg {lat['avg']:.1f} / p50 {lat['p50']:.0f} / p99 {lat['p99']:.0f} / "
+            f"p99.9 {lat['p99_9']:.0f} / max {lat['max']:.0f} ms"
+        )
+    if "seconds" in k:
+        note += f" ({k['records']:,} records in {k['seconds']:.1f} s)"
+    note += f"; {k['tool']}."
+    if loop := k.get("aiokafka"):
+        note += (
+            f" Beside it, an {loop['tool']}: {_n(loop['records_per_s'])} records/s "
+            f"({loop['mb_per_s']} MB/s), {_pct(loop['records_per_s'], k['records_per_s'])} of it."
+        )
+    if error := k.get("producer_performance_error"):
+        reason = " ".join(str(error).split())  # one list item: no line breaks from Java's output
+        note += f" Kafka's ProducerPerformance did not run: {reason[:300]}."
+    return note
+
+
 def _ceiling_notes(phases: dict[str, Any]) -> list[str]:
-    notes = []
-    for key, label in (
-        ("kafka_ceiling_single", "Kafka, single-event records"),
-        ("kafka_ceiling_stream", "Kafka, stream-shaped records"),
-    ):
-        if key in phases:
-            k = phases[key]
-            notes.append(
-                f"- {label}: {_n(k['records_per_s'])} records/s of {k['record_bytes']} bytes "
-                f"({k['mb_per_s']} MB/s) with acks=all; {k['tool']}."
-            )
+    notes = [_kafka_note(label, phases[key]) for key, label in _KAFKA_CEILINGS if key in phases]
     if "postgres_copy_ceiling" in phases:
         c = phases["postgres_copy_ceiling"]
         notes.append(f"- PostgreSQL: {_n(c['rows_per_s'])} rows/s; {c['tool']}.")

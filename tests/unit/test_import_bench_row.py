@@ -33,9 +33,14 @@ def test_the_import_row_states_the_rate_the_file_and_the_kafka_ceiling() -> None
             "wall_s": 9.5,
             "wall_events_per_s": 105_263.2,
         },
-        "kafka_ceiling_stream": {"records_per_s": 4000.0, "events_per_record": 100},
+        "kafka_ceiling_stream": {
+            "records_per_s": 4000.0,
+            "events_per_record": 100,
+            "record_bytes": 16_000,
+            "mb_per_s": 64.0,
+        },
     }
-    (row,) = result_rows({"phases": phases})
+    (row,) = [r for r in result_rows({"phases": phases}) if r[0].startswith("Bulk import")]
     name, result, latency, ceiling, ratio = row
     assert name == "Bulk import: `meterflow import` of a local CSV file"
     assert result.startswith("125,000 events/s (1,000,000 of 1,000,000 lines, 43.2 MiB")
