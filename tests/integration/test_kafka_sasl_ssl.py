@@ -30,16 +30,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
 
 
 def _settings(broker: SaslBroker, *, password: str | None = None) -> Settings:
-    return load_settings(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "METERFLOW_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
-            "METERFLOW_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "METERFLOW_KAFKA_SASL_USERNAME": broker.username,
-            "METERFLOW_KAFKA_SASL_PASSWORD": password or broker.password,
-            "METERFLOW_KAFKA_SSL_CAFILE": str(broker.ca_file),
-        }
-    )
+    return load_settings(broker.client_environment(password=password))
 
 
 async def test_producer_topics_and_consumer_work_through_sasl_ssl(broker: SaslBroker) -> None:
