@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from aiokafka.structs import ConsumerRecord
 
 from meterflow.errors import MeterflowError
@@ -34,6 +34,18 @@ class TopicUnavailable(MeterflowError):
     """The topic or its metadata could not be read from Kafka."""
 
     retriable = True
+
+
+class TopicAccessDenied(MeterflowError):
+    """Kafka refused this user's read of the topic (an ACL is missing); retrying cannot help."""
+
+    retriable = False
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"Kafka refused to let this user read {topic}: grant it Read on the topic "
+            "(see the README's Kafka ACL table)"
+        )
 
 
 def reading_consumer(
@@ -146,9 +158,12 @@ async def read_ranges(
     for p, (start, _stop) in todo.items():
         consumer.seek(tps[p], start)
     while todo:
-        fetched = await consumer.getmany(
-            *tps.values(), timeout_ms=_POLL_MS, max_records=max_records
-        )
+        try:
+            fetched = await consumer.getmany(
+                *tps.values(), timeout_ms=_POLL_MS, max_records=max_records
+            )
+        except TopicAuthorizationFailedError as exc:
+            raise TopicAccessDenied(topic) from exc
         batch: dict[int, list[ConsumerRecord]] = {}
         for tp, records in fetched.items():
             if tp.partition not in todo:
