@@ -22,6 +22,8 @@ import orjson
 import uvloop
 
 from loadtest.bench.machine import load_average, machine_info
+from loadtest.faults.disk import MountRefused
+from loadtest.faults.full_disk import DISK_MB, fill_postgres_disk
 from loadtest.faults.run import Fault, FaultPlan, FaultResult, run_fault
 from loadtest.faults.stack import FaultStack, fault_stack
 
@@ -54,13 +56,29 @@ def faults(outage_s: float = OUTAGE_S) -> list[Fault]:
         Fault("Kafka broker restart", FaultStack.restart_kafka),
         Fault("PostgreSQL restart (pg_ctl restart -m fast)", FaultStack.restart_postgres),
         Fault(f"PostgreSQL stopped {outage_s:.0f} s", partial(_stop_postgres, outage_s)),
+        Fault(
+            f"PostgreSQL data directory full {outage_s:.0f} s (the WAL segment has room)",
+            partial(fill_postgres_disk, outage_s, wal_full=False),
+            postgres_disk_mb=DISK_MB,
+        ),
+        Fault(
+            f"PostgreSQL data directory full {outage_s:.0f} s (the WAL needs a new segment)",
+            partial(fill_postgres_disk, outage_s, wal_full=True),
+            postgres_disk_mb=DISK_MB,
+        ),
     ]
 
 
 FULL_DISK_NOTE = (
-    "**Full disk on the PostgreSQL data directory: not run.** It is feasible here (the runner "
-    "is root and can mount a size-limited tmpfs for the data directory), but it is not built "
-    "yet; it is the next fault to add."
+    f"For the full-disk faults PostgreSQL's data directory (the whole cluster: `base`, "
+    f"`pg_wal`, everything) is a {DISK_MB} MiB tmpfs. The fault fills what is left of it with "
+    "a ballast file, holds it full, deletes the ballast and, if PostgreSQL is then found "
+    "stopped, starts it with `pg_ctl start` (the stack has no supervisor for it); the fault "
+    "lasts until PostgreSQL accepts connections again. WAL segments are 16 MiB files written "
+    "in place, so a full disk first fails only writes to tables and indexes, and the next "
+    "commit once the current segment is used up: the first fault starts a fresh segment "
+    "before filling the disk (`pg_switch_wal()`), the second ends the current one on the full "
+    "disk. The notes give what PostgreSQL logged and what the aggregator and ingest counted."
 )
 
 
@@ -98,6 +116,10 @@ def faults_markdown(results: dict[str, Any], rows: list[FaultResult]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if row.skipped is not None:
+            reason = " ".join(row.skipped.split()).replace("|", "\\|")
+            lines.append(f"| {row.fault} | skipped: {reason} | - | - | - | - | - | - |")
+            continue
         refused, how = _refused_text(row)
         recovery = "NOT recovered" if row.recovery_s is None else f"{row.recovery_s} s"
         lines.append(
@@ -117,9 +139,14 @@ def run_matrix(chosen: list[Fault], plan: FaultPlan, out_dir: Path) -> list[Faul
         say(f"{fault.name}: starting a stack")
         scratch = Path(tempfile.mkdtemp(prefix="meterflow-faults-"))
         scratch.chmod(0o755)  # the server account (meterflow-pg under root) must traverse it
+        logs = out_dir / "logs" / f"{n}"
         try:
-            with fault_stack(scratch / "data", out_dir / "logs" / f"{n}", say) as stack:
+            with fault_stack(
+                scratch / "data", logs, say, postgres_disk_mb=fault.postgres_disk_mb
+            ) as stack:
                 row = uvloop.run(run_fault(stack, fault, plan))
+        except MountRefused as exc:
+            row = FaultResult.skipped_because(fault.name, str(exc))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         say(f"{fault.name}: {row.as_dict()}")

@@ -28,7 +28,10 @@ _POLL_S = 0.2
 @dataclass(frozen=True, slots=True)
 class Fault:
     name: str
-    inject: Callable[[FaultStack], None]  # blocking; returns once the fault is lifted
+    # Blocking; returns once the fault is lifted, with notes on what it saw, if any.
+    inject: Callable[[FaultStack], list[str] | None]
+    # The stack's PostgreSQL data directory on a tmpfs of this many MiB (the full-disk fault).
+    postgres_disk_mb: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,29 @@ class FaultResult:
     doubled: int | None
     verified: bool
     notes: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the fault could not run here
+
+    @classmethod
+    def skipped_because(cls, fault: str, reason: str) -> FaultResult:
+        return cls(
+            fault=fault,
+            requests=0,
+            refused={},
+            fault_window_s=0.0,
+            recovery_s=None,
+            accepted=0,
+            unresolved=0,
+            lost=None,
+            doubled=None,
+            verified=False,
+            skipped=reason,
+        )
 
     @property
     def ok(self) -> bool:
+        """Nothing lost, doubled or unresolved; a fault skipped here fails nothing."""
+        if self.skipped is not None:
+            return True
         return self.verified and self.lost == 0 and self.doubled == 0 and self.unresolved == 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,6 +96,7 @@ class FaultResult:
             "doubled": self.doubled,
             "verified": self.verified,
             "notes": self.notes,
+            "skipped": self.skipped,
             "ok": self.ok,
         }
 
@@ -137,9 +161,9 @@ async def run_fault(stack: FaultStack, fault: Fault, plan: FaultPlan) -> FaultRe
     load = asyncio.create_task(run_load(config, setup, label=fault.name, out=None))
     await asyncio.sleep(plan.before_s)
     injected = time.monotonic()
-    await asyncio.to_thread(fault.inject, stack)
+    said = await asyncio.to_thread(fault.inject, stack)
     lifted = time.monotonic()
-    notes: list[str] = []
+    notes: list[str] = list(said or [])
     ready_at: float | None = None
     while time.monotonic() - lifted < READY_TIMEOUT_S:
         if await _all_ready(stack, notes):

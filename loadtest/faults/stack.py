@@ -7,6 +7,9 @@ and start it, and ``pg_ctl`` for PostgreSQL as an operator would use it. The ben
 supervisor, so a SIGKILLed child is started again here, after the 0.5 s ``meterflow up`` waits
 before its first restart.
 
+For the full-disk fault the cluster lives on a size-limited tmpfs (:mod:`loadtest.faults.disk`),
+mounted before the server is created and unmounted after it stopped, whatever happened between.
+
 PostgreSQL and Kafka listen below the kernel's ephemeral port range: while one is down, every
 client keeps connecting to its port, and a port in that range could be handed to one of those
 connections as its source port (a TCP self-connect), so the server could not bind it again.
@@ -20,6 +23,7 @@ import os
 import pwd
 import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +37,7 @@ from deploy.children import ChildService, meterflow_child, wait_http_ready
 from deploy.kafka_broker import LocalKafkaBroker
 from deploy.ports import LOOPBACK
 from deploy.postgres_server import (
+    HOST,
     SYSTEM_USER,
     LocalPostgresServer,
     find_bin_dir,
@@ -40,6 +45,7 @@ from deploy.postgres_server import (
 )
 from deploy.stack import kafka_config, postgres_config
 from loadtest.bench.stack import UNLIMITED
+from loadtest.faults.disk import SmallDisk, keep_logs_off
 from meterflow.errors import LauncherError
 from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings, environment_variables
@@ -51,6 +57,7 @@ _STOP_DEADLINE_S = 15.0
 _PG_CTL_TIMEOUT_S = 60
 _PORTS_FROM = 20_000
 _EPHEMERAL_LOW = 32_768
+_PG_CTL_LOG = "pg_ctl.log"
 
 ChildName = str  # "ingest", "aggregator", "alerts"
 
@@ -85,6 +92,7 @@ class FaultStack:
     children: dict[ChildName, ChildService]
     ready_urls: dict[ChildName, str]
     postgres_under_pg_ctl: bool = False
+    small_disk: SmallDisk | None = None  # under the cluster, for the full-disk fault
 
     # -- the processes ---------------------------------------------------------------------
 
@@ -120,9 +128,10 @@ class FaultStack:
         try:
             time.sleep(seconds)
         finally:
-            self._start_postgres()
+            self.start_postgres()
 
-    def _start_postgres(self) -> None:
+    def start_postgres(self) -> None:
+        """``pg_ctl start`` (waiting until it accepts connections) with the launcher's settings."""
         options = " ".join(
             f"-c {shlex.quote(f'{name}={value}')}"
             for name, value in server_settings(self.postgres.config).items()
@@ -130,11 +139,30 @@ class FaultStack:
         self._pg_ctl("start", "-o", options, "-l", str(self._pg_ctl_log))
         self.postgres_under_pg_ctl = True
 
+    def postgres_running(self) -> bool:
+        """Whether a postmaster runs on the cluster (``pg_ctl status``), recovering or not."""
+        _ = self.postgres.pid  # reaps the first postmaster if it exited, so it is not seen alive
+        return self._pg_ctl("status", check=False) == 0
+
+    def postgres_accepting(self) -> bool:
+        """Whether the server accepts connections (``pg_isready``)."""
+        config = self.postgres.config
+        bin_dir = config.bin_dir or find_bin_dir()
+        argv = [str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(config.port), "-t", "2"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        done = subprocess.run(argv, check=False, timeout=_PG_CTL_TIMEOUT_S, env=env)
+        return done.returncode == 0
+
+    @property
+    def postgres_logs(self) -> list[Path]:
+        """The server's output: the launcher's log, then ``pg_ctl``'s once it restarted it."""
+        return [self.postgres.config.log_file, self._pg_ctl_log]
+
     @property
     def _pg_ctl_log(self) -> Path:
-        return self.postgres.config.data_dir / "pg_ctl.log"
+        return self.postgres.config.data_dir / _PG_CTL_LOG
 
-    def _pg_ctl(self, *args: str) -> None:
+    def _pg_ctl(self, *args: str, check: bool = True) -> int:
         config = self.postgres.config
         bin_dir = config.bin_dir or find_bin_dir()
         argv = [str(bin_dir / "pg_ctl"), "-D", str(config.pgdata), "-w", *args]
@@ -147,12 +175,12 @@ class FaultStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
         try:
             # The server's output goes to the -l file: a pipe left open by it would hang us.
-            subprocess.run(
+            done = subprocess.run(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                check=True,
+                check=check,
                 timeout=_PG_CTL_TIMEOUT_S,
                 cwd=config.pgdata,
                 env=env,
@@ -160,6 +188,7 @@ class FaultStack:
             )
         except subprocess.CalledProcessError as exc:
             raise LauncherError(f"pg_ctl {args[0]} failed: {exc.stderr.decode()}") from exc
+        return done.returncode
 
     def close_postgres(self) -> None:
         if self.postgres_under_pg_ctl:
@@ -186,7 +215,19 @@ async def _prepare(database_url: str, bootstrap: str, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def fault_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> Iterator[FaultStack]:
+def fault_stack(
+    data_dir: Path,
+    log_dir: Path,
+    say: Callable[[str], None],
+    *,
+    postgres_disk_mb: int | None = None,
+) -> Iterator[FaultStack]:
+    """A running stack under ``data_dir``, its processes logging to ``log_dir``.
+
+    With ``postgres_disk_mb``, PostgreSQL's data directory is a tmpfs of that size, its logs
+    kept beside it and copied to ``log_dir`` at the end; :class:`~loadtest.faults.disk.
+    MountRefused` when it cannot be mounted, before anything started.
+    """
     pg_port, kafka_port, controller_port, http_port, metrics_port, alerts_port = low_ports(6)
     settings = Settings().with_overrides(
         data_dir=data_dir,
@@ -200,6 +241,39 @@ def fault_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     postgres = LocalPostgresServer(postgres_config(settings), say=say)
+    if postgres_disk_mb is None:
+        with _running_stack(settings, postgres, log_dir, say) as stack:
+            yield stack
+        return
+    disk = SmallDisk(postgres.config.data_dir, postgres_disk_mb)
+    disk.mount()
+    logs_elsewhere = data_dir / "postgres-logs"
+    try:
+        keep_logs_off(disk, [postgres.config.log_file.name, _PG_CTL_LOG], logs_elsewhere)
+        with _running_stack(settings, postgres, log_dir, say, small_disk=disk) as stack:
+            yield stack
+    finally:
+        try:
+            for log in logs_elsewhere.glob("*.log"):
+                shutil.copyfile(log, log_dir / log.name)
+        finally:
+            disk.unmount(say)
+
+
+@contextlib.contextmanager
+def _running_stack(
+    settings: Settings,
+    postgres: LocalPostgresServer,
+    log_dir: Path,
+    say: Callable[[str], None],
+    *,
+    small_disk: SmallDisk | None = None,
+) -> Iterator[FaultStack]:
+    launcher = settings.launcher
+    pg_port, kafka_port = launcher.local_postgres_port, launcher.local_kafka_port
+    http_port = settings.ingest.http_port
+    metrics_port = settings.aggregator.aggregator_metrics_port
+    alerts_port = settings.alerts.alerts_metrics_port
     kafka = LocalKafkaBroker(kafka_config(settings), say=say)
     stack: FaultStack | None = None
     try:
@@ -223,6 +297,7 @@ def fault_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
                 name: meterflow_child(name, env, log_dir / f"{name}.log")
                 for name in ("ingest", "aggregator", "alerts")
             },
+            small_disk=small_disk,
             ready_urls={
                 "ingest": f"{base_url}/readyz",
                 "aggregator": f"http://{LOOPBACK}:{metrics_port}/readyz",

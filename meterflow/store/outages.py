@@ -9,7 +9,11 @@ as one of many exceptions, depending on the moment it hits:
   ``CrashShutdownError`` (SQLSTATE 57P01-57P03), ``TooManyConnectionsError`` (53300);
 - a connection lost mid-query: ``ConnectionDoesNotExistError`` and the rest of SQLSTATE class 08
   (``PostgresConnectionError``), or an :class:`~asyncpg.InterfaceError` ("connection is closed")
-  or an :class:`~asyncpg.InternalClientError` from a protocol cut off mid-message.
+  or an :class:`~asyncpg.InternalClientError` from a protocol cut off mid-message;
+- a server out of disk for its tables and indexes: ``DiskFullError`` (53100). Reads still work,
+  but every write that needs a new block fails until space is freed, and then the server carries
+  on by itself: for a writer, an outage to wait out, not a bug. (Out of disk for its WAL, the
+  server PANICs instead, and its clients see one of the errors above.)
 
 Ingest answers these 503 with ``Retry-After``; the aggregator's and the alert evaluator's loops
 wait them out with backoff (:mod:`meterflow.lifecycle.reconnect`).
@@ -35,6 +39,7 @@ _UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.DiskFullError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
@@ -46,7 +51,8 @@ _NOT_OUTAGES: tuple[type[Exception], ...] = (
 
 
 def is_database_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` means PostgreSQL could not be reached or dropped the connection.
+    """Whether ``exc`` means PostgreSQL could not be reached, dropped the connection, or could
+    not write because its disk is full.
 
     A group of errors (from a task group) is an outage when every error in it is one.
     """
