@@ -1,10 +1,12 @@
-"""Aggregator fold rate: records produced ahead of time, then one aggregator timed through them.
+"""Aggregator fold rate: records produced ahead of time, then aggregators timed through them.
 
-Records follow meterflow/event_records.py exactly as ingest's stream endpoint produces them: each
-request of 100 events becomes one record per Kafka partition its customers map to. The clock
-runs from starting the aggregator process to every offset being folded (``consumer_offsets`` in
-PostgreSQL), so the rate includes start-up and the consumer group join; the rate after the first
-folded batch is reported too.
+Records follow meterflow/records/meter_events.py exactly as ingest's stream endpoint produces them:
+each request of 100 events becomes one record per Kafka partition its customers map to.
+Identifiers are random UUID text, as clients send them, so the dedupe set's primary key takes
+them at random places like it does in production. The clock runs from starting the aggregator
+processes (one or more in one consumer group) to every offset being folded (``consumer_offsets``
+in PostgreSQL), so the rate includes start-up and the consumer group join; the rate after the
+first folded batch is reported too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +44,16 @@ from meterflow.usage.reader import folded_event_count
 from meterflow.windows import HOUR_S
 
 REQUEST_EVENTS = 100
+# Customer ids as long as Stripe's (``cus_`` and 14 characters); the preload uses the same.
+CUSTOMER_PREFIX = "cus_fold"
+CUSTOMER_DIGITS = 10
 _POLL_S = 0.1
 _PRODUCE_CHUNK = 2000
+_STOP_DEADLINE_S = 15.0
+
+
+def customer_id(n: int) -> str:
+    return f"{CUSTOMER_PREFIX}{n:0{CUSTOMER_DIGITS}d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +73,22 @@ class ProducedWorkload:
     series: int  # distinct (meter, customer) pairs
 
 
-def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> ProducedWorkload:
-    rng = random.Random(seed)
+def build_records(
+    workload: FoldWorkload, now_s: int, seed: int = 7, first: int = 0, count: int | None = None
+) -> ProducedWorkload:
+    """The records of events ``first`` to ``first + count`` of the workload (all by default);
+    the same arguments give the same records, and different slices different identifiers."""
+    last = workload.events if count is None else min(workload.events, first + count)
+    rng = random.Random(f"{seed}:{workload.name}:{first}")
     clock = ReceiptClock()
     previous_hour = now_s - now_s % HOUR_S - HOUR_S
     records: list[tuple[bytes, bytes]] = []
     series: set[tuple[str, str]] = set()
-    for first in range(0, workload.events, REQUEST_EVENTS):
+    for start in range(first, last, REQUEST_EVENTS):
         groups: dict[int, list[tuple[bytes, AcceptedEvent]]] = {}
-        for n in range(first, min(workload.events, first + REQUEST_EVENTS)):
+        for _ in range(start, min(last, start + REQUEST_EVENTS)):
             meter_id, event_name = rng.choice(workload.meters)
-            customer = f"cus_fold{rng.randrange(workload.customers):05d}"
+            customer = customer_id(rng.randrange(workload.customers))
             if workload.one_window:
                 timestamp_s = previous_hour + rng.randrange(HOUR_S)
             else:
@@ -79,7 +96,7 @@ def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> Produced
             event = AcceptedEvent(
                 meter_id,
                 event_name,
-                f"fold-{workload.name}-{n}",
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 customer,
                 str(rng.randint(1, 1000)),
                 timestamp_s,
@@ -94,7 +111,18 @@ def build_records(workload: FoldWorkload, now_s: int, seed: int = 7) -> Produced
                 workload.account_id, False, received_ms, batch, tuple(e for _, e in group)
             )
             records.append((group[0][0], encode(record)))
-    return ProducedWorkload(records, workload.events, len(series))
+    return ProducedWorkload(records, last - first, len(series))
+
+
+def record_slices(
+    workloads: list[FoldWorkload], now_s: int, slice_events: int
+) -> Iterator[ProducedWorkload]:
+    """The workloads' records a slice of ``slice_events`` events at a time, the workloads taking
+    turns, so a large workload is produced without holding all of it in memory."""
+    for first in range(0, max(w.events for w in workloads), slice_events):
+        for workload in workloads:
+            if first < workload.events:
+                yield build_records(workload, now_s, first=first, count=slice_events)
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
@@ -118,7 +146,8 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     return time.perf_counter() - started
 
 
-async def _folded(conn: asyncpg.Connection, group: str, topic: str) -> int:
+async def folded_records(conn: asyncpg.Connection, group: str, topic: str) -> int:
+    """Records folded by a consumer group: the sum of its stored next offsets."""
     total = await conn.fetchval(
         """SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets
            WHERE group_id = $1 AND topic = $2""",
@@ -128,52 +157,103 @@ async def _folded(conn: asyncpg.Connection, group: str, topic: str) -> int:
     return int(total)
 
 
+@dataclass(slots=True)
+class FoldRun:
+    """How a group of aggregator processes went through a topic's records."""
+
+    records: int
+    progress: list[tuple[float, int]]  # (seconds since start, records folded)
+    first: tuple[float, int] | None  # the first poll that saw folded records
+    done_s: float | None  # None: the deadline passed or a process died first
+    peak_rss_kib: list[int | None]  # per process
+
+
+async def fold_through(
+    stack: BenchStack,
+    *,
+    prefix: str,
+    group: str,
+    records: int,
+    aggregators: int,
+    deadline_s: float,
+    log_name: str,
+) -> FoldRun:
+    """Start ``aggregators`` processes in one consumer group on ``prefix``'s topics and wait until
+    they have folded ``records`` records (or the deadline passes, or one of them dies)."""
+    topic = meter_events_topic(prefix)
+    children = [
+        meterflow_child(
+            "aggregator",
+            stack.child_env(
+                METERFLOW_TOPIC_PREFIX=prefix,
+                METERFLOW_CONSUMER_GROUP=group,
+                METERFLOW_AGGREGATOR_METRICS_PORT=str(free_port()),
+            ),
+            stack.log_dir / f"aggregator-{log_name}-{n + 1}.log",
+        )
+        for n in range(aggregators)
+    ]
+    conn = await asyncpg.connect(stack.database_url)
+    run = FoldRun(records, [], None, None, [])
+    started = time.perf_counter()
+    try:
+        for child in children:
+            child.start()
+        while True:
+            folded = await folded_records(conn, group, topic)
+            elapsed = time.perf_counter() - started
+            run.progress.append((round(elapsed, 3), folded))
+            if run.first is None and folded > 0:
+                run.first = (elapsed, folded)
+            if folded >= records:
+                run.done_s = elapsed
+                break
+            if elapsed > deadline_s or not all(child.alive() for child in children):
+                break
+            await asyncio.sleep(_POLL_S)
+        run.peak_rss_kib = [peak_rss_kib(c.pid) if c.pid else None for c in children]
+    finally:
+        await asyncio.gather(
+            *(asyncio.to_thread(child.stop, _STOP_DEADLINE_S) for child in children)
+        )
+        await conn.close()
+    return run
+
+
 async def measure_fold(
-    stack: BenchStack, workload: FoldWorkload, prefix: str, deadline_s: float
+    stack: BenchStack,
+    workload: FoldWorkload,
+    prefix: str,
+    deadline_s: float,
+    aggregators: int = 1,
 ) -> dict[str, Any]:
     await ensure_topics(stack.bootstrap, topic_specs(prefix))
     topic = meter_events_topic(prefix)
     produced = build_records(workload, int(time.time()))
     produce_s = await produce(stack.bootstrap, topic, produced.records)
     records = len(produced.records)
-    group = f"bench-fold-{workload.name}"
-    child = meterflow_child(
-        "aggregator",
-        stack.child_env(
-            METERFLOW_TOPIC_PREFIX=prefix,
-            METERFLOW_CONSUMER_GROUP=group,
-            METERFLOW_AGGREGATOR_METRICS_PORT=str(free_port()),
-        ),
-        stack.log_dir / f"aggregator-fold-{workload.name}.log",
-    )
     conn = await asyncpg.connect(stack.database_url)
-    progress: list[tuple[float, int]] = []
-    first: tuple[float, int] | None = None
-    done_s: float | None = None
-    peak_kib: int | None = None
-    started = time.perf_counter()
-    child.start()
     try:
-        while True:
-            folded = await _folded(conn, group, topic)
-            elapsed = time.perf_counter() - started
-            progress.append((round(elapsed, 3), folded))
-            if first is None and folded > 0:
-                first = (elapsed, folded)
-            if folded >= records:
-                done_s = elapsed
-                break
-            if elapsed > deadline_s or not child.alive():
-                break
-            await asyncio.sleep(_POLL_S)
-        assert child.pid is not None  # noqa: S101 - started above
-        peak_kib = peak_rss_kib(child.pid)
-        counted = await folded_event_count(conn, workload.account_id)
+        # The account may hold earlier folds (the preload's runs share one): count the change.
+        counted_before = await folded_event_count(conn, workload.account_id)
+        run = await fold_through(
+            stack,
+            prefix=prefix,
+            group=f"bench-fold-{workload.name}",
+            records=records,
+            aggregators=aggregators,
+            deadline_s=deadline_s,
+            log_name=f"fold-{workload.name}",
+        )
+        counted = await folded_event_count(conn, workload.account_id) - counted_before
     finally:
-        await asyncio.to_thread(child.stop, 15.0)
         await conn.close()
+    done_s, first = run.done_s, run.first
+    peaks = [mib(kib) for kib in run.peak_rss_kib]
+    known = [p for p in peaks if p is not None]
     result: dict[str, Any] = {
         "workload": workload.name,
+        "aggregators": aggregators,
         "records": records,
         "events": produced.events,
         "events_per_record": round(produced.events / max(1, records), 1),
@@ -182,15 +262,16 @@ async def measure_fold(
         "series": produced.series,
         "produce_s": round(produce_s, 2),
         "finished": done_s is not None,
-        "folded_records": progress[-1][1] if progress else 0,
+        "folded_records": run.progress[-1][1] if run.progress else 0,
         "seconds_to_first_fold": round(first[0], 2) if first else None,
         "seconds_total": round(done_s, 2) if done_s else None,
         "events_per_s": round(produced.events / done_s, 1) if done_s else None,
         "events_per_s_after_first_fold": None,
         "rollup_event_count": counted,
         "expected_rollup_event_count": produced.series if workload.one_window else produced.events,
-        "peak_rss_mib": mib(peak_kib),
-        "progress": progress,
+        "peak_rss_mib": max(known) if known else None,
+        "peak_rss_mib_each": peaks,
+        "progress": run.progress,
     }
     if done_s and first and done_s > first[0]:
         remaining = produced.events * (records - first[1]) / records

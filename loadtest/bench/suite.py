@@ -1,19 +1,26 @@
 """The fixed benchmark suite: one stack, every measurement, results.json, a plot, BENCHMARKS.md.
 
-Phases, in order (each short; the whole suite stays well under ten minutes on two cores):
+Phases, in order (each short but storage, which takes several minutes on its own; the others
+together stay well under ten minutes on two cores):
 
 1. the generator's own ceiling against a local no-op server;
 2. v2 single events, then v1 events, at maximum rate, each verified against the summaries;
 3. the v2 stream at 100 events per request (or "not available" when the server answers 404);
 4. ceilings: Kafka producer records/s at ingest's record sizes, PostgreSQL COPY rows/s;
-5. the aggregator's fold rate for raw meters and for an overwrite-heavy hour-meter load;
+5. the aggregator's fold rate for raw meters and for an overwrite-heavy hour-meter load, with
+   one aggregator process and with two in one consumer group; with ``--preload``, then the raw
+   fold again after growing the dedupe set and the raw events to each preload size in turn
+   (:mod:`loadtest.bench.preload`; the rows stay for the phases after it);
 6. freshness (200 → visible in summaries) under light background load;
 7. alert notification latency (event sent → ``billing.alert.triggered`` on the events topic)
    under a fixed stream background load;
 8. credit balance alert latency (crossing event accepted → ``billing.alert.triggered`` on the
    events topic) under the same stream background load;
 9. ``meterflow import`` of a local CSV file (events checked, published, acknowledged);
-10. peak RSS of every process.
+10. storage per accepted event: 10 million events folded through the real path, each table
+    weighed, and disk and memory sizing estimated from it (:mod:`loadtest.bench.storage`,
+    :mod:`loadtest.bench.sizing`);
+11. peak RSS of every process.
 """
 
 from __future__ import annotations
@@ -36,15 +43,31 @@ import uvloop
 from loadtest.bench.alert_latency import measure_alert_latency
 from loadtest.bench.ceilings import kafka_producer_ceiling, postgres_copy_ceiling
 from loadtest.bench.credit_alert_latency import measure_credit_alert_latency, provision_probes
-from loadtest.bench.fold_rate import REQUEST_EVENTS, FoldWorkload, build_records, measure_fold
+from loadtest.bench.fold_rate import (
+    CUSTOMER_DIGITS,
+    CUSTOMER_PREFIX,
+    REQUEST_EVENTS,
+    FoldWorkload,
+    build_records,
+    measure_fold,
+)
 from loadtest.bench.freshness import measure_freshness
 from loadtest.bench.import_rate import measure_import
 from loadtest.bench.invoice_closing import measure_closing
 from loadtest.bench.machine import load_average, machine_info
 from loadtest.bench.plots import plot_run
+from loadtest.bench.preload import (
+    DEFAULT_RAW_RATIO,
+    NotEnoughDisk,
+    Preloader,
+    PreloadTenant,
+    parse_sizes,
+)
 from loadtest.bench.preview_latency import measure_previews
 from loadtest.bench.processes import mib, peak_rss_kib, peak_rss_tree_kib
+from loadtest.bench.sizing import DEFAULT_SERIES, sizing, sizing_markdown
 from loadtest.bench.stack import INVOICE_GRACE_ENV, BenchStack, bench_stack
+from loadtest.bench.storage import measure_storage, measured_bytes
 from loadtest.bench.tables import benchmarks_markdown, result_rows
 from loadtest.generator import run_load
 from loadtest.noop_server import running_noop_server
@@ -70,6 +93,12 @@ REPO = Path(__file__).resolve().parents[2]
 COMMAND = "make bench"
 MIX = TrafficMix(duplicate_ratio=0.01, invalid_ratio=0.01, late_ratio=0.05)
 LOAD_METERS = MeterCounts(raw=2, windowed=2)
+RAW_SHAPES: list[tuple[Formula, Window | None]] = [("sum", None), ("count", None)]
+# (name, meter shapes, customers, every event in one window)
+FOLD_WORKLOADS: list[tuple[str, list[tuple[Formula, Window | None]], int, bool]] = [
+    ("raw", RAW_SHAPES, 2000, False),
+    ("overwrite", [("sum", "hour"), ("count", "hour")], 50, True),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +126,15 @@ class SuitePlan:
     closing_deadline_s: float = 180.0
     fold_events: int = 200_000
     fold_deadline_s: float = 120.0
+    fold_aggregators: tuple[int, ...] = (1, 2)
+    # Preloaded identifiers before each extra raw fold; raw events are raw_ratio times as many.
+    preload: tuple[int, ...] = ()
+    preload_raw_ratio: float = DEFAULT_RAW_RATIO
+    preload_customers: int = 100_000
+    storage_events: int = 10_000_000
+    storage_customers: int = 500
+    storage_deadline_s: float = 1800.0
+    sizing_series: int = DEFAULT_SERIES
     kafka_records: int = 100_000
     kafka_s: float = 10.0
     copy_rows: int = 200_000
@@ -123,6 +161,7 @@ PHASES = (
     "preview",
     "closing",
     "import",
+    "storage",
 )
 
 QUICK = SuitePlan(
@@ -149,6 +188,8 @@ QUICK = SuitePlan(
     copy_s=3.0,
     customers=100,
     import_lines=100_000,
+    storage_events=20_000,
+    storage_customers=100,
 )
 
 
@@ -177,6 +218,7 @@ class Suite:
             "preview": self._previews,
             "closing": self._closing,
             "import": self._import,
+            "storage": self._storage,
         }
         for name, step in steps.items():
             if not only or name in only:
@@ -279,24 +321,92 @@ class Suite:
             stack.database_url, rows=plan.copy_rows, chunk=5000, duration_s=plan.copy_s
         )
 
+    async def _fold_account(
+        self, shapes: list[tuple[Formula, Window | None]]
+    ) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """A fresh account with meters of these shapes: (run id, account id, (meter id, event
+        name) pairs)."""
+        run_id = new_run_id()
+        (account,) = await create_accounts(self._stack.database_url, 1, run_id)
+        setup = await provision(self._stack.base_url, [account.secret_key], shapes, 1, run_id)
+        meters = tuple((m.meter_id, m.event_name) for m in setup.accounts[0].meters)
+        return run_id, account.account_id, meters
+
     async def _folds(self) -> None:
         plan = self._plan
-        workloads: list[tuple[str, list[tuple[Formula, Window | None]], int, bool]] = [
-            ("raw", [("sum", None), ("count", None)], 2000, False),
-            ("overwrite", [("sum", "hour"), ("count", "hour")], 50, True),
-        ]
-        for name, shapes, customers, one_window in workloads:
-            run_id = new_run_id()
-            (account,) = await create_accounts(self._stack.database_url, 1, run_id)
-            setup = await provision(self._stack.base_url, [account.secret_key], shapes, 1, run_id)
-            meters = tuple((m.meter_id, m.event_name) for m in setup.accounts[0].meters)
-            workload = FoldWorkload(
-                name, account.account_id, meters, customers, plan.fold_events, one_window
+        for name, shapes, customers, one_window in FOLD_WORKLOADS:
+            for aggregators in plan.fold_aggregators:
+                run_id, account_id, meters = await self._fold_account(shapes)
+                label = name if aggregators == 1 else f"{name}-{aggregators}-aggregators"
+                workload = FoldWorkload(
+                    label, account_id, meters, customers, plan.fold_events, one_window
+                )
+                say(
+                    f"aggregator fold rate, {name}, {aggregators} aggregator process(es): "
+                    f"{plan.fold_events:,} events"
+                )
+                self.phases[f"fold_{label.replace('-', '_')}"] = await measure_fold(
+                    self._stack,
+                    workload,
+                    f"bench-fold-{label}-{run_id}.",
+                    plan.fold_deadline_s,
+                    aggregators=aggregators,
+                )
+        if plan.preload:
+            await self._preloaded_folds()
+
+    async def _preloaded_folds(self) -> None:
+        """The raw fold (one aggregator) after growing the preload to each size in turn, all in
+        one account that holds the whole preload (see :mod:`loadtest.bench.preload`)."""
+        plan, stack = self._plan, self._stack
+        run_id, account_id, meters = await self._fold_account(RAW_SHAPES)
+        tenant = PreloadTenant(
+            account_id,
+            tuple(meter_id for meter_id, _ in meters),
+            plan.preload_customers,
+            CUSTOMER_PREFIX,
+            CUSTOMER_DIGITS,
+        )
+        preloader = Preloader(
+            stack.database_url,
+            tenant,
+            say,
+            raw_ratio=plan.preload_raw_ratio,
+            data_dir=stack.settings.launcher.data_dir,
+        )
+        steps: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        for size in plan.preload:
+            try:
+                load = await preloader.grow_to(size)
+            except NotEnoughDisk as exc:
+                say(f"{exc}: the preload stops here")
+                skipped = [
+                    {"identifiers": n, "reason": str(exc)} for n in plan.preload if n >= size
+                ]
+                break
+            label = f"raw-preload-{size}"
+            workload = FoldWorkload(label, account_id, meters, 2000, plan.fold_events, False)
+            say(f"aggregator fold rate, raw, on {size:,} preloaded identifiers")
+            fold = await measure_fold(
+                stack, workload, f"bench-fold-{label}-{run_id}.", plan.fold_deadline_s
             )
-            say(f"aggregator fold rate, {name}: {plan.fold_events:,} events")
-            self.phases[f"fold_{name}"] = await measure_fold(
-                self._stack, workload, f"bench-fold-{name}-{run_id}.", plan.fold_deadline_s
-            )
+            steps.append({"identifiers": size, "raw_events": preloader.raw_events,
+                          "load": load, "fold": fold})  # fmt: skip
+        # The empty database: the first step if it preloads nothing, else the plain raw fold.
+        empty = steps[0]["fold"] if plan.preload[0] == 0 else self.phases.get("fold_raw", {})
+        baseline = empty.get("events_per_s")
+        for step in steps:
+            rate = step["fold"]["events_per_s"]
+            step["ratio_to_empty"] = round(rate / baseline, 3) if rate and baseline else None
+        self.phases["fold_preload"] = {
+            "raw_ratio": plan.preload_raw_ratio,
+            "customers": plan.preload_customers,
+            "meters": len(meters),
+            "empty_events_per_s": baseline,
+            "steps": steps,
+            "skipped": skipped,
+        }
 
     async def _freshness(self) -> None:
         plan = self._plan
@@ -427,6 +537,40 @@ class Suite:
         say(f"meterflow import of a {lines:,}-line CSV file")
         self.phases["import"] = await measure_import(self._stack, lines)
 
+    async def _storage(self) -> None:
+        plan = self._plan
+        events = plan.storage_events
+        say(
+            f"storage per accepted event: {events:,} events over {plan.accounts} accounts x "
+            f"{len(meter_shapes(LOAD_METERS))} meters x {plan.storage_customers} customers"
+        )
+        run_id = new_run_id()
+        made = await create_accounts(self._stack.database_url, plan.accounts, run_id)
+        setup = await provision(
+            self._stack.base_url,
+            [account.secret_key for account in made],
+            meter_shapes(LOAD_METERS),
+            1,
+            run_id,
+        )
+        share = -(-events // plan.accounts)
+        workloads = [
+            FoldWorkload(
+                f"storage-{run_id}-{n}",
+                account.account_id,
+                tuple((m.meter_id, m.event_name) for m in planned.meters),
+                plan.storage_customers,
+                min(share, events - n * share),
+                one_window=False,
+            )
+            for n, (account, planned) in enumerate(zip(made, setup.accounts, strict=True))
+        ]
+        phase = await measure_storage(
+            self._stack, workloads, f"bench-storage-{run_id}.", plan.storage_deadline_s, say
+        )
+        phase["sizing"] = sizing(measured_bytes(phase), series=plan.sizing_series)
+        self.phases["storage"] = phase
+
     def peak_rss(self) -> dict[str, float | None]:
         stack = self._stack
         postgres, processes = (
@@ -479,6 +623,9 @@ def _notes(plan: SuitePlan) -> str:
 
 def _write_outputs(results: dict[str, Any], out_dir: Path, *, whole_suite: bool) -> None:
     (out_dir / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    if sized := results["phases"].get("storage", {}).get("sizing"):
+        (out_dir / "sizing.md").write_text(sizing_markdown(sized))
+        say(f"wrote {out_dir / 'sizing.md'}")
     if not whole_suite:  # BENCHMARKS.md always shows a complete run
         say(f"wrote {out_dir / 'results.json'}")
         return
@@ -486,6 +633,13 @@ def _write_outputs(results: dict[str, Any], out_dir: Path, *, whole_suite: bool)
     say(f"plot: {plot}" if plot else "no plot: matplotlib is not installed (the bench extra)")
     (REPO / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
     say(f"wrote {out_dir / 'results.json'} and {REPO / 'BENCHMARKS.md'}")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,10 +654,35 @@ def main(argv: list[str] | None = None) -> int:
         help="run just this phase (repeatable); BENCHMARKS.md is then left as it is",
     )
     parser.add_argument("--fold-events", type=int, help="events per fold-rate workload")
+    parser.add_argument(
+        "--preload",
+        type=_sizes,
+        metavar="N[,N...]",
+        help="after the fold phase's rows, grow the dedupe set to N identifiers (48 h of receipts) "
+        "and the raw events to N x the raw ratio (35 days) and fold the raw workload again; a "
+        "comma-separated list grows to each size in turn (0 measures the database as it is)",
+    )
+    parser.add_argument(
+        "--preload-raw-ratio",
+        type=float,
+        default=DEFAULT_RAW_RATIO,
+        help="raw events preloaded per preloaded identifier (default %(default)s)",
+    )
+    parser.add_argument(
+        "--preload-customers", type=int, help="customers the preload spreads over (100,000)"
+    )
+    parser.add_argument("--storage-events", type=int, help="events the storage phase folds")
+    parser.add_argument(
+        "--sizing-series",
+        type=int,
+        help=f"active (meter, customer) series the sizing assumes ({DEFAULT_SERIES:,})",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else SuitePlan()
-    if args.fold_events:
-        plan = replace(plan, fold_events=args.fold_events)
+    plan = replace(plan, preload_raw_ratio=args.preload_raw_ratio)
+    for name in ("fold_events", "preload", "preload_customers", "storage_events", "sizing_series"):
+        if value := getattr(args, name):
+            plan = replace(plan, **{name: value})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir: Path = args.out / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -525,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "duration_s": round(time.time() - started, 1),
         "results_dir": _shown(out_dir),
-        "notes": _notes(plan) + (" Quick trial run (--quick)." if args.quick else ""),
+        "notes": _notes(plan)
+        + (" Quick trial run (--quick)." if args.quick else "")
+        + (" The phases after the fold ran on the preloaded database." if plan.preload else ""),
         "rss_note": "VmHWM from /proc/<pid>/status at the end of the run; PostgreSQL sums the "
         "postmaster and its children, which counts shared buffers once per process.",
         "phases": phases,

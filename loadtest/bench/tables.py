@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from loadtest.bench.sizing import sizing_markdown
+
 Row = tuple[str, str, str, str, str]
 _KAFKA_CEILINGS = (
     ("kafka_ceiling_single", "single-event records"),
@@ -72,7 +74,9 @@ def _stream_row(
     return (name, result, _latency(load), ceiling, ratio)
 
 
-def _fold_row(name: str, fold: dict[str, Any], copy_rps: float | None) -> Row:
+def _fold_row(
+    name: str, fold: dict[str, Any], copy_rps: float | None, one_process: float | None = None
+) -> Row:
     if not fold.get("finished"):
         result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
     else:
@@ -84,7 +88,127 @@ def _fold_row(name: str, fold: dict[str, Any], copy_rps: float | None) -> Row:
     check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")
     result += "<br>rollups " + ("match" if check else "DO NOT match") + " the produced events"
     ceiling = f"PostgreSQL COPY {_n(copy_rps)} rows/s"
-    return (name, result, "-", ceiling, _pct(fold.get("events_per_s"), copy_rps))
+    ratio = _pct(fold.get("events_per_s"), copy_rps)
+    if one_process and fold.get("events_per_s"):
+        ceiling = f"one aggregator process: {_n(one_process)} events/s; {ceiling}"
+        ratio = f"{fold['events_per_s'] / one_process:.2f}x one process; {ratio} of COPY"
+    return (name, result, "-", ceiling, ratio)
+
+
+_FOLD_WORKLOADS = (
+    ("raw", "Aggregator fold, raw meters"),
+    ("overwrite", "Aggregator fold, hour meters, overwrite-heavy"),
+)
+
+
+def _fold_rows(phases: dict[str, Any], copy_rps: float | None) -> list[Row]:
+    """Per workload: one aggregator process, then more in one consumer group."""
+    rows: list[Row] = []
+    for workload, name in _FOLD_WORKLOADS:
+        single = phases.get(f"fold_{workload}")
+        if single:
+            rows.append(_fold_row(name, single, copy_rps))
+        one_process = single.get("events_per_s") if single else None
+        for key in sorted(k for k in phases if k.startswith(f"fold_{workload}_")):
+            count = phases[key].get("aggregators")
+            rows.append(
+                _fold_row(
+                    f"{name}, {count} aggregator processes in one group",
+                    phases[key],
+                    copy_rps,
+                    one_process,
+                )
+            )
+    return rows
+
+
+def _preload_rows(phase: dict[str, Any]) -> list[Row]:
+    """The raw fold after each preload step, against the empty database's rate."""
+    rows: list[Row] = []
+    empty = phase.get("empty_events_per_s")
+    for step in phase["steps"]:
+        fold, load = step["fold"], step["load"]
+        name = (
+            f"Aggregator fold, raw meters, on {step['identifiers']:,} preloaded identifiers "
+            f"(48 h) and {step['raw_events']:,} raw events (35 days)"
+            if step["identifiers"]
+            else "Aggregator fold, raw meters, in the preload's account before any preload"
+        )
+        if fold.get("finished"):
+            result = (
+                f"{_n(fold['events_per_s'])} events/s from process start "
+                f"({_n(fold['events_per_s_after_first_fold'])} after the first batch)"
+            )
+        else:
+            result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
+        if load.get("added_identifiers") or load.get("added_raw_events"):
+            result += f"; this step's preload took {load['seconds']:,.0f} s"
+        check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")
+        result += "<br>rollups " + ("match" if check else "DO NOT match") + " the produced events"
+        ratio = step.get("ratio_to_empty")
+        rows.append(
+            (
+                name,
+                result,
+                "-",
+                f"empty database: {_n(empty)} events/s",
+                "n/a" if ratio is None else f"{100 * ratio:.1f} % of the empty database's rate",
+            )
+        )
+    return rows
+
+
+_STORAGE_GROUPS = (
+    ("dedupe set", "the dedupe set (event_identifiers)"),
+    ("raw events", "raw events (meter_events, all partitions)"),
+    ("rollups", "rollups (minute, hour, day, window survivors)"),
+    ("transient", "transient rows (usage_changes)"),
+)
+
+
+def _storage_rows(phase: dict[str, Any]) -> list[Row]:
+    """Bytes on disk per accepted event, per group of tables, and WAL per event."""
+    workload = (
+        f"{phase['accepted_events']:,} events accepted, {phase['accounts']} accounts x "
+        f"{phase['meters_per_account']} meters x {phase['customers_per_account']} customers, "
+        f"{phase['events_per_series_minute']:g} events per series-minute"
+    )
+    rows: list[Row] = []
+    for key, label in _STORAGE_GROUPS:
+        group = phase["groups"][key]
+        tables = [phase["tables"][t] for t in group["tables"]]
+        heap = sum(t["heap_bytes"] for t in tables)
+        indexes = sum(sum(t["index_bytes"].values()) for t in tables)
+        result = (
+            f"{group['bytes_per_event']:,.1f} bytes/event (heap {_n(heap / 2**20)} MiB, "
+            f"indexes {_n(indexes / 2**20)} MiB)<br>{workload}"
+        )
+        if key == "rollups" and (compact := phase.get("rollups_compacted")):
+            per_row = ", ".join(
+                f"{table.removeprefix('rollups_')} {_n(c['bytes_per_row'])}"
+                for table, c in compact.items()
+            )
+            result += f"<br>bytes per row once rewritten (VACUUM FULL): {per_row}"
+        rows.append(
+            (
+                f"Storage per accepted event: {label}",
+                result,
+                "-",
+                "-",
+                "-",
+            )
+        )
+    rows.append(
+        (
+            "WAL written per accepted event (the fold's transactions)",
+            f"{phase['wal_bytes_per_event']:,.1f} bytes/event ({_n(phase['wal_bytes'] / 2**20)} "
+            f"MiB); folded at {_n(phase.get('fold_events_per_s'))} events/s",
+            "-",
+            "-",
+            "-",
+        )
+    )
+    return rows
 
 
 def _kafka_rows(phases: dict[str, Any]) -> list[Row]:
@@ -149,12 +273,9 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
             _stream_row(phases["stream"], generator_eps, phases.get("kafka_ceiling_stream"))
         )
     rows.extend(_kafka_rows(phases))
-    for key, name in (
-        ("fold_raw", "Aggregator fold, raw meters"),
-        ("fold_overwrite", "Aggregator fold, hour meters, overwrite-heavy"),
-    ):
-        if key in phases:
-            rows.append(_fold_row(name, phases[key], copy_rps))
+    rows.extend(_fold_rows(phases, copy_rps))
+    if "fold_preload" in phases:
+        rows.extend(_preload_rows(phases["fold_preload"]))
     if "freshness" in phases:
         fresh = phases["freshness"]
         f = fresh["freshness_ms"]
@@ -187,6 +308,8 @@ def _batch_rows(phases: dict[str, Any]) -> list[Row]:
         rows.append(_closing_row(phases["closing"]))
     if "import" in phases:
         rows.append(_import_row(phases["import"], phases.get("kafka_ceiling_stream")))
+    if "storage" in phases:
+        rows.extend(_storage_rows(phases["storage"]))
     return rows
 
 
@@ -337,6 +460,21 @@ def _ceiling_notes(phases: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _sizing_section(phases: dict[str, Any]) -> list[str]:
+    sized = phases.get("storage", {}).get("sizing")
+    if not sized:
+        return []
+    return [
+        "## Sizing",
+        "",
+        "Disk and memory estimated from the storage phase's bytes per event "
+        "(loadtest/bench/sizing.py):",
+        "",
+        sizing_markdown(sized).rstrip(),
+        "",
+    ]
+
+
 def benchmarks_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     machine_rows = [
@@ -377,6 +515,7 @@ def benchmarks_markdown(results: dict[str, Any]) -> str:
         "",
         *_ceiling_notes(results["phases"]),
         "",
+        *_sizing_section(results["phases"]),
         "## Peak memory (VmHWM)",
         "",
         *_table(
