@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import socket
 
 import uvicorn
 import uvloop
@@ -70,6 +71,26 @@ def _allow_connections(max_connections: int) -> None:
             )
 
 
+_BACKLOG = 2048
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound with SO_REUSEPORT: every ingest process binding the same address
+    this way gets its own accept queue, and the kernel spreads new connections over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise LauncherError(f"cannot listen on {host}:{port} with SO_REUSEPORT: {exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
 class HttpServer:
     """The uvicorn server as a :class:`~meterflow.lifecycle.component.Component`.
 
@@ -80,15 +101,17 @@ class HttpServer:
 
     name = "http"
 
-    def __init__(self, server: uvicorn.Server) -> None:
+    def __init__(self, server: uvicorn.Server, *, reuse_port: bool = False) -> None:
         self._server = server
+        self._reuse_port = reuse_port
 
     async def start(self) -> None:
         config = self._server.config
         if not config.loaded:
             config.load()
         self._server.lifespan = config.lifespan_class(config)
-        await self._server.startup()
+        sockets = [shared_socket(config.host, config.port)] if self._reuse_port else None
+        await self._server.startup(sockets=sockets)
         if self._server.should_exit or not self._server.started:
             raise LauncherError("the HTTP server did not start; see the log above")
 
@@ -109,7 +132,7 @@ def run_ingest(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM: stop accepting, drain in-flight requests, close the pool."""
     logging.getLogger("meterflow").setLevel(settings.log_level.upper())
     registry = CollectorRegistry()
-    server = HttpServer(build_server(settings, registry))
+    server = HttpServer(build_server(settings, registry), reuse_port=settings.ingest.reuse_port)
     # The graceful shutdown is bounded by uvicorn's own timeout; the margin covers the lifespan.
     uvloop.run(drive([server], deadline_s=2 * settings.shutdown_deadline_s, registry=registry))
     logging.getLogger("meterflow.ingest").info("ingest stopped")

@@ -23,9 +23,11 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,10 @@ class SoakPlan:
     rate: float
     duration_s: float
     aggregators: int
+    ingest: int = 1
+    # SIGKILL the first ingest process and the first aggregator halfway through the load, and
+    # start each again a second later, as a supervisor would.
+    kill: bool = False
     sample_s: float = 2.0
     workers: int = 2
     connections: int = 8
@@ -145,10 +151,13 @@ def lag_verdict(samples: list[dict[str, Any]], duration_s: float) -> dict[str, A
     }
 
 
-def soak_processes(stack: BenchStack, extra: list[ChildService]) -> dict[str, int]:
+def soak_processes(
+    stack: BenchStack, extra: list[ChildService], extra_ingest: Sequence[ChildService] = ()
+) -> dict[str, int]:
     """The stack's processes by name; the load generator is this process and its other children."""
     named = {
         "ingest": stack.ingest.pid,
+        **{f"ingest {n + 2}": child.pid for n, child in enumerate(extra_ingest)},
         "aggregator": stack.aggregator.pid,
         **{f"aggregator {n + 2}": child.pid for n, child in enumerate(extra)},
         "alert evaluator": stack.alerts.pid,
@@ -214,14 +223,23 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         )
         for n, port in enumerate(free_port() for _ in range(plan.aggregators - 1))
     ]
-    for child in extra:
+    extra_ingest = [
+        meterflow_child("ingest", stack.child_env(), stack.log_dir / f"ingest-{n + 2}.log")
+        for n in range(plan.ingest - 1)
+    ]
+    for child in (*extra, *extra_ingest):
         child.start()
     probe = LagProbe(stack)
     await probe.start()
+    kills: list[dict[str, Any]] = []
     try:
         for child in extra:
             url = f"http://127.0.0.1:{child.env['METERFLOW_AGGREGATOR_METRICS_PORT']}/metrics"
             await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
+        for child in extra_ingest:
+            await asyncio.to_thread(
+                wait_http_ready, f"{stack.base_url}/readyz", child, _READY_TIMEOUT_S
+            )
         run_id = new_run_id()
         made = await create_accounts(stack.database_url, plan.accounts, run_id)
         setup = await provision(
@@ -242,12 +260,17 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         )
         say(f"stream at {plan.rate:,.0f} events/s for {plan.duration_s:.0f} s")
         samples: list[dict[str, Any]] = []
-        processes = soak_processes(stack, extra)
+        processes = soak_processes(stack, extra, extra_ingest)
         started = time.perf_counter()
         load = asyncio.create_task(run_load(config, setup, label="soak"))
+        killer = (
+            asyncio.create_task(_kill_halfway(stack, plan, started, kills)) if plan.kill else None
+        )
         while not load.done():
             await _sample(probe, stack.ingest, processes, started, samples)
             await asyncio.wait({load}, timeout=plan.sample_s)
+        if killer is not None:
+            await killer
         result = load.result()
         load_s = time.perf_counter() - started
         say("load finished; draining the backlog")
@@ -270,7 +293,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             verification = checked.as_dict()
     finally:
         await probe.stop()
-        for child in extra:
+        for child in (*extra, *extra_ingest):
             await asyncio.to_thread(child.stop, 15.0)
     peaks = {
         "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
@@ -279,13 +302,35 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     return {
         "load": result.report,
         "lag": lag_verdict(samples, load_s),
-        # Past the first 10 s (connections, first batches) up to the load's last full sample.
-        "cores_used": cores_used(samples, 10.0, load_s - plan.sample_s),
+        # Past the first 10 s (connections, first batches) up to the load's last full sample;
+        # a restarted process's CPU time starts again from zero, so none after kills.
+        "cores_used": {} if kills else cores_used(samples, 10.0, load_s - plan.sample_s),
+        "kills": kills,
         "drain_s": drain_s,
         "samples": samples,
         "verification": verification,
         "peak_rss_mib": peaks,
     }
+
+
+async def _kill_halfway(
+    stack: BenchStack, plan: SoakPlan, started: float, kills: list[dict[str, Any]]
+) -> None:
+    """SIGKILL the first ingest and the first aggregator halfway through, restart each 1 s later."""
+    await asyncio.sleep(max(0.0, started + plan.duration_s / 2 - time.perf_counter()))
+    for child in (stack.ingest, stack.aggregator):
+        process = child.process
+        if process is None or process.poll() is not None:
+            continue
+        pid = process.pid
+        os.kill(pid, signal.SIGKILL)
+        at = round(time.perf_counter() - started, 1)
+        await asyncio.to_thread(process.wait)
+        await asyncio.sleep(1.0)
+        child.start()
+        kills.append({"process": child.name, "pid": pid, "killed_at_s": at,
+                      "restarted_at_s": round(time.perf_counter() - started, 1)})  # fmt: skip
+        say(f"SIGKILLed {child.name} (pid {pid}) at {at} s; started again")
 
 
 def soak_markdown(results: dict[str, Any]) -> str:
@@ -306,7 +351,8 @@ def soak_markdown(results: dict[str, Any]) -> str:
         f"{machine['nproc']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB; "
         f"1-min loadavg before / after {machine['loadavg_before'][0]} / "
         f"{machine['loadavg_after'][0]}). Everything ran on this machine at once: PostgreSQL, "
-        f"Kafka, one ingest process, {plan['aggregators']} aggregator process(es), one alert "
+        f"Kafka, {plan.get('ingest', 1)} ingest process(es) sharing one port, "
+        f"{plan['aggregators']} aggregator process(es), one alert "
         "evaluator and the "
         f"load generator ({load['workers']} processes x {load['connections_per_worker']} "
         "connections). Raw samples: `" + results["results_dir"] + "/soak.json`.",
@@ -328,6 +374,16 @@ def soak_markdown(results: dict[str, Any]) -> str:
         f"| Peak RSS | ingest {soak['peak_rss_mib']['ingest']} MiB, aggregator "
         f"{soak['peak_rss_mib']['aggregator']} MiB |",
         f"| Outcomes | {', '.join(f'{k} {v}' for k, v in load['outcomes'].items())} |",
+        "| Kills | "
+        + (
+            "; ".join(
+                f"{k['process']} (pid {k['pid']}) SIGKILLed at {k['killed_at_s']} s, started "
+                f"again at {k['restarted_at_s']} s"
+                for k in soak.get("kills", [])
+            )
+            or "none"
+        )
+        + " |",
         f"| CPU, cores used during the load (of {machine['nproc']}) | "
         + (", ".join(f"{k} {v:.2f}" for k, v in soak.get("cores_used", {}).items()) or "n/a")
         + " |",
@@ -342,6 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
     parser.add_argument("--aggregators", type=int, default=1, help="aggregator processes")
     parser.add_argument(
+        "--ingest", type=int, default=1, help="ingest processes sharing the port (SO_REUSEPORT)"
+    )
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="SIGKILL an ingest process and an aggregator halfway through, then restart them",
+    )
+    parser.add_argument(
         "--drain-timeout", type=float, default=300.0, help="seconds to wait for the backlog"
     )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
@@ -351,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         duration_s=args.duration,
         aggregators=args.aggregators,
+        ingest=args.ingest,
+        kill=args.kill,
         drain_timeout_s=args.drain_timeout,
     )
     out_dir: Path = args.out / ("soak-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
@@ -366,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     shown = out_dir.relative_to(REPO) if out_dir.is_relative_to(REPO) else out_dir
     command = f"python -m loadtest.bench.soak --rate {plan.rate:.0f} --duration "
     command += f"{plan.duration_s:.0f} --aggregators {plan.aggregators}"
+    command += f" --ingest {plan.ingest}" if plan.ingest > 1 else ""
+    command += " --kill" if plan.kill else ""
     results = {
         "command": command,
         "machine": machine,
@@ -373,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             "rate": plan.rate,
             "duration_s": plan.duration_s,
             "aggregators": plan.aggregators,
+            "ingest": plan.ingest,
+            "kill": plan.kill,
         },
         "results_dir": str(shown),
         "soak": soak,

@@ -101,6 +101,8 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
             "KAFKA_BOOTSTRAP_SERVERS": kafka.address,
             "METERFLOW_HTTP_HOST": LOOPBACK,
             "METERFLOW_HTTP_PORT": str(http_port),
+            # The soak may start more ingest processes on the same port.
+            "METERFLOW_HTTP_REUSE_PORT": "1",
             "METERFLOW_AGGREGATOR_METRICS_PORT": str(metrics_port),
             "METERFLOW_ALERTS_METRICS_PORT": str(alerts_port),
             "METERFLOW_LOG_LEVEL": "WARNING",

@@ -106,6 +106,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_BODY_TIMEOUT_S": ("body_timeout_s", float),
     "METERFLOW_KEEP_ALIVE_TIMEOUT_S": ("keep_alive_timeout_s", int),
     "METERFLOW_MAX_CONNECTIONS": ("max_connections", int),
+    "METERFLOW_HTTP_REUSE_PORT": ("reuse_port", flag),
     "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
     "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
     "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),

@@ -86,6 +86,9 @@ class IngestSettings:
     body_timeout_s: float = 30.0
     keep_alive_timeout_s: int = 30  # whole seconds, as uvicorn takes it
     max_connections: int = 1000
+    # Bind the port with SO_REUSEPORT, so several ingest processes share it and the kernel
+    # spreads new connections over them.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
