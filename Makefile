@@ -1,6 +1,7 @@
 # The two commands of the README: `make up` runs the stack, `make test` runs every check.
 # `make bench` runs the benchmark suite and rewrites BENCHMARKS.md; `make soak` runs the stream
-# soak (RATE events/s for DURATION s with AGGREGATORS processes) and rewrites SOAK.md;
+# soak (RATE events/s for DURATION s with AGGREGATORS aggregator and INGEST ingest processes;
+# KILL=1 SIGKILLs one of each halfway and starts it again) and rewrites SOAK.md;
 # `make profile` shows where CPU goes at maximum stream rate; `make faults` runs the fault matrix
 # (each fault on a stack of its own under load, totals verified) and rewrites FAULTS.md.
 PYTHON ?= python3
@@ -56,9 +57,11 @@ bench: $(BENCH_STAMP)
 RATE ?= 20000
 DURATION ?= 300
 AGGREGATORS ?= 1
+INGEST ?= 1
+KILL ?=
 soak: $(BENCH_STAMP)
 	$(BIN)/python -m loadtest.bench.soak --rate $(RATE) --duration $(DURATION) \
-		--aggregators $(AGGREGATORS)
+		--aggregators $(AGGREGATORS) --ingest $(INGEST) $(if $(KILL),--kill)
 
 profile: $(BENCH_STAMP)
 	$(BIN)/python -m loadtest.bench.profile

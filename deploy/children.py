@@ -109,12 +109,12 @@ class ChildService:
 
 
 def meterflow_child(
-    command: str, env: dict[str, str], log_path: Path | None = None
+    command: str, env: dict[str, str], log_path: Path | None = None, *, name: str | None = None
 ) -> ChildService:
     """``meterflow <command>`` (``ingest``, ``aggregator``, ``alerts``) with this interpreter, as a
-    child."""
+    child named ``name`` (default: the command)."""
     return ChildService(
-        command, [sys.executable, "-m", "deploy.cli", command], env, log_path=log_path
+        name or command, [sys.executable, "-m", "deploy.cli", command], env, log_path=log_path
     )
 
 

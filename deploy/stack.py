@@ -6,7 +6,8 @@
 4. A fresh test-mode secret key for the ``local`` account (created on first run).
 5. The services as child processes, each awaited until ready: components of
    :func:`~meterflow.lifecycle.driver.drive`, like the parts of every service. A child that dies
-   is restarted with backoff (:mod:`deploy.children`, :mod:`deploy.restarts`).
+   is restarted with backoff (:mod:`deploy.children`, :mod:`deploy.restarts`). Ingest may be
+   several processes on one port (:mod:`deploy.ingest_processes`), each supervised alone.
 On SIGINT/SIGTERM, or when a child crash-loops, everything stops in reverse order within its
 deadline. Every process started here gets a signal from the kernel if this one is killed
 (:func:`~deploy.processes.die_with_parent`), and a PostgreSQL or Kafka left running by an earlier
@@ -28,6 +29,7 @@ import asyncpg
 
 from deploy.children import ServiceProcess, meterflow_child
 from deploy.children import say as _say
+from deploy.ingest_processes import ingest_process_plans
 from deploy.kafka_broker import KafkaBrokerConfig, LocalKafkaBroker
 from deploy.postgres_server import LocalPostgresServer, PostgresServerConfig
 from deploy.up_output import (
@@ -166,17 +168,23 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
     aggregator_ready = aggregator_metrics.replace("/metrics", "/readyz")
     alerts_ready = alerts_metrics.replace("/metrics", "/readyz")
     deadline_s = settings.shutdown_deadline_s
+    ingest = ingest_process_plans(settings)
     services = [
-        ServiceProcess(meterflow_child(name, env), url, deadline_s, say=_say)
-        for name, url in (
-            ("ingest", f"{base_url}/readyz"),
-            ("aggregator", aggregator_ready),
-            ("alerts", alerts_ready),
+        ServiceProcess(
+            meterflow_child("ingest", env | plan.env, name=plan.name),
+            plan.ready_url,
+            deadline_s,
+            say=_say,
         )
+        for plan in ingest
+    ]
+    services += [
+        ServiceProcess(meterflow_child(name, env), url, deadline_s, say=_say)
+        for name, url in (("aggregator", aggregator_ready), ("alerts", alerts_ready))
     ]
     progress = ProgressReporter(
         {
-            "ingest": f"{base_url}/metrics",
+            **{plan.name: plan.metrics_url for plan in ingest},
             "aggregator": aggregator_metrics,
             "alerts": alerts_metrics,
         },
@@ -186,7 +194,10 @@ async def _serve(settings: Settings, database_url: str, bootstrap: str, started:
 
     def running() -> None:
         _say(f"stack up in {time.monotonic() - started:.1f}s")
-        print(f"\n  API:        {base_url}\n  metrics:    {base_url}/metrics", flush=True)
+        print(f"\n  API:        {base_url}", flush=True)
+        for plan in ingest:
+            shown = "" if len(ingest) == 1 else f" ({plan.name})"
+            print(f"  metrics:    {plan.metrics_url}{shown}", flush=True)
         print(f"  aggregator: {aggregator_metrics}", flush=True)
         print(f"  alerts:     {alerts_metrics}", flush=True)
         print(f"  test key:   {key}\n\n  Ctrl-C stops everything.\n", flush=True)

@@ -95,10 +95,15 @@ def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def take_reading(pages: dict[str, str | None], at_s: float) -> Reading:
-    """One :class:`Reading` from the metrics pages of ``ingest``, ``aggregator`` and ``alerts``
-    (None for a child that did not answer)."""
+    """One :class:`Reading` from the metrics pages of ``ingest`` (or ``ingest 1`` ...
+    ``ingest N``, added up), ``aggregator`` and ``alerts`` (None for a child that did not
+    answer)."""
     parsed = {name: None if page is None else _samples(page) for name, page in pages.items()}
-    ingest, aggregator = parsed.get("ingest"), parsed.get("aggregator")
+    aggregator = parsed.get("aggregator")
+    ingest = [samples for name, samples in parsed.items() if name.split()[0] == "ingest"]
+    accepted: float | None = None
+    if ingest and all(samples is not None for samples in ingest):
+        accepted = sum(_sum_counter(samples, _ACCEPTED) for samples in ingest if samples)
     consumers = [parsed.get("aggregator"), parsed.get("alerts")]
     lag_records: float | None = None
     lag_seconds: float | None = None
@@ -113,7 +118,7 @@ def take_reading(pages: dict[str, str | None], at_s: float) -> Reading:
         lag_seconds = max(seconds, default=0.0)
     return Reading(
         at_s=at_s,
-        accepted=None if ingest is None else _sum_counter(ingest, _ACCEPTED),
+        accepted=accepted,
         read=None if aggregator is None else _sum_counter(aggregator, _READ),
         lag_records=lag_records,
         lag_seconds=lag_seconds,

@@ -16,6 +16,7 @@ from ingest.edge.metrics import EdgeMetrics
 from ingest.edge.protocol import HttpLimits, guarded_protocol
 from meterflow.errors import LauncherError
 from meterflow.lifecycle.driver import drive
+from meterflow.lifecycle.health import HealthServer
 from meterflow.settings import Settings
 
 log = logging.getLogger("meterflow.ingest")
@@ -71,22 +72,23 @@ def _allow_connections(max_connections: int) -> None:
             )
 
 
-_BACKLOG = 2048
-
-
 def shared_socket(host: str, port: int) -> socket.socket:
-    """A listening socket bound with SO_REUSEPORT: every ingest process binding the same address
-    this way gets its own accept queue, and the kernel spreads new connections over them."""
+    """A socket bound to ``host:port`` with SO_REUSEPORT, not yet listening.
+
+    Every ingest process binding the address this way gets an accept queue of its own, and the
+    kernel spreads new connections over the queues. uvicorn's ``startup()`` makes it listen after
+    the lifespan has opened the pool and the producer: a process still starting is not in the
+    port's group of listeners, so no connection waits in its queue meanwhile.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
-        raise LauncherError(f"cannot listen on {host}:{port} with SO_REUSEPORT: {exc}") from exc
+        raise LauncherError(f"cannot bind {host}:{port} with SO_REUSEPORT: {exc}") from exc
     sock.setblocking(False)
     return sock
 
@@ -133,6 +135,30 @@ def run_ingest(settings: Settings) -> None:
     logging.getLogger("meterflow").setLevel(settings.log_level.upper())
     registry = CollectorRegistry()
     server = HttpServer(build_server(settings, registry), reuse_port=settings.ingest.reuse_port)
-    # The graceful shutdown is bounded by uvicorn's own timeout; the margin covers the lifespan.
-    uvloop.run(drive([server], deadline_s=2 * settings.shutdown_deadline_s, registry=registry))
-    logging.getLogger("meterflow.ingest").info("ingest stopped")
+    health = _own_port(settings, registry)
+    if health is not None:
+        health.watch([server])
+    try:
+        # The graceful shutdown is bounded by uvicorn's own timeout; the margin covers the
+        # lifespan.
+        uvloop.run(drive([server], deadline_s=2 * settings.shutdown_deadline_s, registry=registry))
+    finally:
+        if health is not None:
+            health.stop(settings.shutdown_deadline_s)
+    log.info("ingest stopped")
+
+
+def _own_port(settings: Settings, registry: CollectorRegistry) -> HealthServer | None:
+    """This process's /metrics, /healthz and /readyz (ready: serving the API) on
+    ``METERFLOW_INGEST_METRICS_PORT``, started; None when that is 0."""
+    port = settings.ingest.ingest_metrics_port
+    if not port:
+        return None
+    try:
+        health = HealthServer(settings.http_host, port, registry)
+    except OSError as exc:
+        raise LauncherError(
+            f"cannot listen on {settings.http_host}:{port} (METERFLOW_INGEST_METRICS_PORT): {exc}"
+        ) from exc
+    health.start()
+    return health

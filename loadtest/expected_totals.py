@@ -11,6 +11,10 @@
 
 "Received" order is the order in which events are acknowledged here: the generator keeps one
 request in flight per (meter, customer), so that is the server's receipt order.
+
+Events sent without a definite answer after every retry (the request timed out, or the process
+serving it died) are *unconfirmed*: the server may have counted each, at most once. They are kept
+apart, by series, as the room they leave above the acknowledged totals.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ class Survivor:
 
 
 @dataclass(slots=True)
+class Unconfirmed:
+    """A series' events sent without a definite answer."""
+
+    value_sum: Decimal = Decimal(0)
+    count: int = 0
+
+
+@dataclass(slots=True)
 class _Tally:
     """Totals of some events, plus the most recently received one's value."""
 
@@ -77,6 +89,7 @@ class ExpectedTotals:
     raw: dict[SeriesKey, dict[int, MinuteTotals]] = field(default_factory=dict)
     windowed: dict[SeriesKey, dict[int, Survivor]] = field(default_factory=dict)
     identifiers: set[tuple[int, str]] = field(default_factory=set)
+    unconfirmed: dict[SeriesKey, Unconfirmed] = field(default_factory=dict)
     _order: int = 0
 
     @classmethod
@@ -110,6 +123,20 @@ class ExpectedTotals:
             )
         return True
 
+    def unconfirm(self, series: SeriesKey, value: str) -> None:
+        """Note a new event sent without a definite answer: counted at most once, maybe not."""
+        held = self.unconfirmed.setdefault(series, Unconfirmed())
+        held.value_sum += Decimal(value)
+        held.count += 1
+
+    def headroom(self, key: SeriesKey) -> Decimal:
+        """How far the whole-range total of a raw ``sum`` or ``count`` series may exceed
+        :meth:`total` if its unconfirmed events were counted."""
+        held = self.unconfirmed.get(key)
+        if held is None:
+            return Decimal(0)
+        return held.value_sum if self._formula(key) == "sum" else Decimal(held.count)
+
     def series(self) -> Iterator[SeriesKey]:
         """Every (account, meter, customer) with at least one counted event."""
         yield from self.raw
@@ -140,6 +167,10 @@ class ExpectedTotals:
         self.raw.update(other.raw)
         self.windowed.update(other.windowed)
         self.identifiers |= other.identifiers
+        for key, held in other.unconfirmed.items():
+            mine_held = self.unconfirmed.setdefault(key, Unconfirmed())
+            mine_held.value_sum += held.value_sum
+            mine_held.count += held.count
 
     def _formula(self, key: SeriesKey) -> Formula:
         return self.meters[(key[0], key[1])].formula

@@ -3,8 +3,14 @@
 Every (account, meter, customer) of the run is checked over the whole range, including pairs that
 got no events (they must show 0); a sample of customers is also checked per hour and per day.
 Checks that do not match yet are polled again until they do or the deadline passes, which is how
-the pipeline is given time to drain. Series with an unresolved event (no definite answer after
-every retry) are left out, and counted as such.
+the pipeline is given time to drain.
+
+A series with an unresolved event (no definite answer after every retry: the server may or may not
+have counted it, at most once) is checked within bounds when its meter is a raw ``sum`` or
+``count``: its whole-range total must be at least what was acknowledged (an acknowledged event
+counts exactly once) and at most that plus its unresolved events (an unanswered one at most once).
+For the other meters (``last``, pre-aggregated windows) the result depends on which events the
+server kept, so such series are left out, and counted as such.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class Check:
     event_name: str
     customer: str
     window: Window | None  # None: one summary over the whole range
+    # Whole range only: the series has unresolved events, so its total must lie between the
+    # acknowledged events' and that plus the unresolved ones'.
+    ranged: bool = False
 
     @property
     def series(self) -> SeriesKey:
@@ -60,6 +69,7 @@ class Verification:
     short: int = 0  # sum and count meters: whole-range checks below the expected value
     excess: int = 0  # ... above it
     excluded_series: int = 0
+    ranged_series: int = 0
     window_checks: int = 0
     waited_s: float = 0.0
     samples: list[str] = field(default_factory=list)
@@ -77,7 +87,8 @@ class Verification:
             f"verification {verdict}: {self.matched}/{self.checks} checks match "
             f"({self.window_checks} per-window) after {self.waited_s:.1f} s; "
             f"lost {self.lost}, doubled {self.doubled}, short {self.short}, "
-            f"excess {self.excess}, excluded series {self.excluded_series}"
+            f"excess {self.excess}, excluded series {self.excluded_series}, series within "
+            f"bounds {self.ranged_series}"
         ]
         lines.extend(f"  {s}" for s in self.samples)
         return "\n".join(lines)
@@ -89,6 +100,7 @@ class _Observed:
     matched: bool
     expected: Decimal | dict[int, Decimal]
     observed: float | dict[int, float] | str  # str: the request failed
+    upper: Decimal | None = None  # ranged checks: the most the total may be
 
 
 def summary_range(now_s: float) -> tuple[int, int]:
@@ -98,9 +110,11 @@ def summary_range(now_s: float) -> tuple[int, int]:
 
 
 def plan_checks(
-    setup: RunSetup, excluded: set[SeriesKey], window_sample: int
+    setup: RunSetup, unresolved: set[SeriesKey], window_sample: int
 ) -> tuple[list[Check], int]:
-    """Whole-range checks for everything, window checks for a spread-out sample of customers."""
+    """Whole-range checks for everything, window checks for a spread-out sample of customers;
+    series with unresolved events get a ranged whole-range check where their meter allows one,
+    else none (counted and returned)."""
     customers = [customer_id(setup.run_id, n) for n in range(setup.customers)]
     step = max(1, len(customers) // max(1, window_sample))
     sampled = set(customers[::step][:window_sample])
@@ -109,8 +123,11 @@ def plan_checks(
     for index, account in enumerate(setup.accounts):
         for meter in account.meters:
             for customer in customers:
-                if (index, meter.event_name, customer) in excluded:
-                    skipped += 1
+                if (index, meter.event_name, customer) in unresolved:
+                    if meter.window is None and meter.formula in ("sum", "count"):
+                        checks.append(Check(index, meter.event_name, customer, None, ranged=True))
+                    else:
+                        skipped += 1
                     continue
                 checks.append(Check(index, meter.event_name, customer, None))
                 if customer in sampled:
@@ -130,7 +147,7 @@ async def verify_run(
 ) -> Verification:
     started = time.time()
     start, end = summary_range(started)
-    checks, skipped = plan_checks(setup, set(unresolved), window_sample)
+    checks, skipped = plan_checks(setup, set(unresolved) | set(expected.unconfirmed), window_sample)
     reader = _SummaryReader(setup, expected, start, end, connections)
     results: dict[Check, _Observed] = {}
     pending = checks
@@ -146,6 +163,7 @@ async def verify_run(
         reader.close()
     verification = _tally(setup, list(results.values()))
     verification.excluded_series = skipped
+    verification.ranged_series = sum(check.ranged for check in checks)
     verification.waited_s = round(time.time() - started, 2)
     return verification
 
@@ -164,7 +182,8 @@ def _tally(setup: RunSetup, observations: list[_Observed]) -> Verification:
             v.samples.append(
                 f"{meter.event_name} ({meter.formula}, {meter.window or 'raw'}) "
                 f"{check.customer} [{check.window or 'whole range'}]: expected "
-                f"{_show(o.expected)}, observed {_show(o.observed)}"
+                f"{_show(o.expected)}{'' if o.upper is None else f' to {o.upper}'}, observed "
+                f"{_show(o.observed)}"
             )
         if check.window is not None or isinstance(o.observed, str):
             continue
@@ -173,14 +192,14 @@ def _tally(setup: RunSetup, observations: list[_Observed]) -> Verification:
         formula = setup.accounts[check.account].meter(check.event_name).formula
         if formula == "last":
             continue
+        upper = o.expected if o.upper is None else o.upper
         if o.observed < float(o.expected):
             v.short += 1
         else:
             v.excess += 1
         if formula == "count":
-            difference = round(o.observed) - int(o.expected)
-            v.lost += max(0, -difference)
-            v.doubled += max(0, difference)
+            v.lost += max(0, int(o.expected) - round(o.observed))
+            v.doubled += max(0, round(o.observed) - int(upper))
     return v
 
 
@@ -235,7 +254,11 @@ class _SummaryReader:
                 want = self._expected.total(check.series, self._start, self._end)
                 page = await self._get(client, account.secret_key, path, query)
                 got = float(page["data"][0]["aggregated_value"])
-                return _Observed(check, _same(want, got), want, got)
+                if not check.ranged:
+                    return _Observed(check, _same(want, got), want, got)
+                upper = want + self._expected.headroom(check.series)
+                within = _same(want, got) or _same(upper, got) or float(want) < got < float(upper)
+                return _Observed(check, within, want, got, upper)
             window_s = WINDOW_S[check.window]
             wanted = self._expected.buckets(check.series, window_s, self._start, self._end)
             query |= {"value_grouping_window": check.window, "limit": _PAGE}

@@ -296,7 +296,10 @@ class Worker:
             self._counters.window.outcome("unresolved", len(events))
             for e in events:
                 if e.kind == "new" and e.customer is not None:
-                    self._unresolved.add((e.account, e.event_name, e.customer))
+                    series = (e.account, e.event_name, e.customer)
+                    self._unresolved.add(series)
+                    if self._expected is not None:
+                        self._expected.unconfirm(series, e.value)
         elif self._config.mode == "stream":
             self._settle_batch(lane, events, response)
         else:

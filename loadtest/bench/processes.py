@@ -74,6 +74,13 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the children ``pid`` has waited for, once they ended (0 if it
+    is gone): PostgreSQL's backends, say, whose CPU a sum over the live tree loses as they exit."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[13]) + int(fields[14])) / _TICKS
+
+
 def process_table() -> ProcessTable:
     """Every process's parent and CPU seconds, from one pass over ``/proc``."""
     table: ProcessTable = {}

@@ -1,7 +1,8 @@
 """A soak: the stream at a fixed rate for minutes while the aggregator's lag is watched.
 
 ``python -m loadtest.bench.soak --rate 20000 --duration 300`` (``make soak``) starts its own stack
-like ``make bench``, optionally with more aggregator processes in the consumer group, drives
+like ``make bench``, optionally with more aggregator processes in the consumer group and more
+ingest processes sharing the API port (``--ingest N``; each with a metrics port of its own), drives
 ``meter_event_stream`` (batches of 100) at the given rate, and every few seconds samples:
 
 - the aggregator's lag in records: Kafka's end offsets minus the offsets stored with the
@@ -10,8 +11,12 @@ like ``make bench``, optionally with more aggregator processes in the consumer g
 - the CPU time of every process (ingest, aggregators, alert evaluator, Kafka, PostgreSQL and
   the load generator), reported as cores used over the steady part of the load.
 
+With ``--kill``, halfway through the load an ingest process and an aggregator are SIGKILLed and
+started again (:mod:`loadtest.bench.soak_kills`); each kill is a row of ``SOAK.md``.
+
 Afterwards it measures how long the backlog takes to drain, checks every (meter, customer,
-window) total against the summaries (lost / doubled), and writes ``soak.json`` and ``SOAK.md``.
+window) total against the summaries (lost / doubled; series with unanswered events within
+bounds), and writes ``soak.json`` and ``SOAK.md`` (``--markdown`` elsewhere for a trial).
 The lag is *bounded* when the backlog at the end of the load is no larger than the largest
 backlog of the first half, and the fitted trend over the second half grows by less than one
 second of produced records per minute.
@@ -23,13 +28,13 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +50,13 @@ from loadtest.bench.processes import (
     mib,
     peak_rss_kib,
     process_table,
+    reaped_children_cpu_seconds,
     status_kib,
     tree_cpu_seconds,
 )
-from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.soak_kills import KillTarget, kill_midway, kill_rows
+from loadtest.bench.soak_report import soak_markdown
+from loadtest.bench.stack import BenchStack, bench_stack, distinct_free_ports
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
 from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
@@ -69,8 +77,8 @@ class SoakPlan:
     duration_s: float
     aggregators: int
     ingest: int = 1
-    # SIGKILL the first ingest process and the first aggregator halfway through the load, and
-    # start each again a second later, as a supervisor would.
+    # SIGKILL an ingest process and an aggregator halfway through the load, and start each again
+    # a second later, as a supervisor would.
     kill: bool = False
     sample_s: float = 2.0
     workers: int = 2
@@ -157,9 +165,9 @@ def soak_processes(
     """The stack's processes by name; the load generator is this process and its other children."""
     named = {
         "ingest": stack.ingest.pid,
-        **{f"ingest {n + 2}": child.pid for n, child in enumerate(extra_ingest)},
+        **{child.name: child.pid for child in extra_ingest},
         "aggregator": stack.aggregator.pid,
-        **{f"aggregator {n + 2}": child.pid for n, child in enumerate(extra)},
+        **{child.name: child.pid for child in extra},
         "alert evaluator": stack.alerts.pid,
         "Kafka": stack.kafka_pid,
         "PostgreSQL": stack.postgres_pid,
@@ -171,7 +179,11 @@ def cpu_by_process(processes: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each process tree, of the load generator's worker processes (our
     other children) and of this process (the soak's driver: pacing, sampling, progress)."""
     table = process_table()
-    used = {name: tree_cpu_seconds(pid, table=table) for name, pid in processes.items()}
+    # Children that ended count too (a killed aggregator's database backends, for one).
+    used = {
+        name: tree_cpu_seconds(pid, table=table) + reaped_children_cpu_seconds(pid)
+        for name, pid in processes.items()
+    }
     driver = tree_cpu_seconds(os.getpid(), frozenset(table), table)  # no children: itself only
     ours = tree_cpu_seconds(os.getpid(), frozenset(processes.values()), table)
     used["load generator"] = ours - driver
@@ -181,17 +193,25 @@ def cpu_by_process(processes: dict[str, int]) -> dict[str, float]:
 
 def cores_used(samples: list[dict[str, Any]], from_s: float, to_s: float) -> dict[str, float]:
     """Cores each process used between the first sample at or after ``from_s`` and the last at or
-    before ``to_s`` (the generator's worker processes are gone once the load ends)."""
+    before ``to_s`` (the generator's worker processes are gone once the load ends). A process
+    restarted in between (another pid in ``pids``) counts from zero again."""
     window = [s for s in samples if from_s <= s["t"] <= to_s]
     if len(window) < 2:
         return {}
     first, last = window[0], window[-1]
     span = last["t"] - first["t"]
-    return {
-        name: round((last["cpu"][name] - first["cpu"][name]) / span, 2)
-        for name in last["cpu"]
-        if name in first["cpu"]
-    }
+    used: dict[str, float] = {}
+    for name in last["cpu"]:
+        if name not in first["cpu"]:
+            continue
+        seconds = 0.0
+        for before, after in pairwise(window):
+            if name not in before["cpu"] or name not in after["cpu"]:
+                continue
+            restarted = before.get("pids", {}).get(name) != after.get("pids", {}).get(name)
+            seconds += after["cpu"][name] - (0.0 if restarted else before["cpu"][name])
+        used[name] = round(seconds / span, 2)
+    return used
 
 
 async def _sample(
@@ -210,8 +230,27 @@ async def _sample(
             "produced": float(produced),
             "ingest_rss_mib": mib(rss) or 0.0,
             "cpu": cpu_by_process(processes),
+            "pids": processes,
         }
     )
+
+
+def _own_port_url(child: ChildService, variable: str, path: str) -> str:
+    return f"http://127.0.0.1:{child.env[variable]}{path}"
+
+
+def kill_targets(stack: BenchStack, extra_ingest: Sequence[ChildService]) -> list[KillTarget]:
+    """An ingest process (the last one, which has a readiness port of its own when there are
+    several; the only one answers on the API port) and the first aggregator."""
+    if extra_ingest:
+        ingest = extra_ingest[-1]
+        ingest_ready = _own_port_url(ingest, "METERFLOW_INGEST_METRICS_PORT", "/readyz")
+    else:
+        ingest, ingest_ready = stack.ingest, f"{stack.base_url}/readyz"
+    aggregator_ready = _own_port_url(
+        stack.aggregator, "METERFLOW_AGGREGATOR_METRICS_PORT", "/readyz"
+    )
+    return [KillTarget(ingest, ingest_ready), KillTarget(stack.aggregator, aggregator_ready)]
 
 
 async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
@@ -220,12 +259,20 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             "aggregator",
             stack.child_env(METERFLOW_AGGREGATOR_METRICS_PORT=str(port)),
             stack.log_dir / f"aggregator-{n + 2}.log",
+            name=f"aggregator {n + 2}",
         )
         for n, port in enumerate(free_port() for _ in range(plan.aggregators - 1))
     ]
+    # Each on the API port, and on a port of its own for /readyz and /metrics: a probe on the
+    # shared port may be answered by any of them.
     extra_ingest = [
-        meterflow_child("ingest", stack.child_env(), stack.log_dir / f"ingest-{n + 2}.log")
-        for n in range(plan.ingest - 1)
+        meterflow_child(
+            "ingest",
+            stack.child_env(METERFLOW_INGEST_METRICS_PORT=str(port)),
+            stack.log_dir / f"ingest-{n + 2}.log",
+            name=f"ingest {n + 2}",
+        )
+        for n, port in enumerate(distinct_free_ports(plan.ingest - 1))
     ]
     for child in (*extra, *extra_ingest):
         child.start()
@@ -234,12 +281,11 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     kills: list[dict[str, Any]] = []
     try:
         for child in extra:
-            url = f"http://127.0.0.1:{child.env['METERFLOW_AGGREGATOR_METRICS_PORT']}/metrics"
+            url = _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
             await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
         for child in extra_ingest:
-            await asyncio.to_thread(
-                wait_http_ready, f"{stack.base_url}/readyz", child, _READY_TIMEOUT_S
-            )
+            url = _own_port_url(child, "METERFLOW_INGEST_METRICS_PORT", "/readyz")
+            await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
         run_id = new_run_id()
         made = await create_accounts(stack.database_url, plan.accounts, run_id)
         setup = await provision(
@@ -260,22 +306,29 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         )
         say(f"stream at {plan.rate:,.0f} events/s for {plan.duration_s:.0f} s")
         samples: list[dict[str, Any]] = []
-        processes = soak_processes(stack, extra, extra_ingest)
         started = time.perf_counter()
         load = asyncio.create_task(run_load(config, setup, label="soak"))
         killer = (
-            asyncio.create_task(_kill_halfway(stack, plan, started, kills)) if plan.kill else None
+            asyncio.create_task(
+                kill_midway(kill_targets(stack, extra_ingest), started, plan.duration_s / 2)
+            )
+            if plan.kill
+            else None
         )
         while not load.done():
+            processes = soak_processes(stack, extra, extra_ingest)
             await _sample(probe, stack.ingest, processes, started, samples)
             await asyncio.wait({load}, timeout=plan.sample_s)
         if killer is not None:
-            await killer
+            kills = await killer
+            for row in kill_rows(kills):
+                say(row.strip("| ").replace(" | ", ": "))
         result = load.result()
         load_s = time.perf_counter() - started
         say("load finished; draining the backlog")
         drain_s: float | None = None
         while time.perf_counter() - started < load_s + plan.drain_timeout_s:
+            processes = soak_processes(stack, extra, extra_ingest)
             await _sample(probe, stack.ingest, processes, started, samples)
             if samples[-1]["lag"] == 0:
                 drain_s = round(time.perf_counter() - started - load_s, 1)
@@ -302,94 +355,14 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     return {
         "load": result.report,
         "lag": lag_verdict(samples, load_s),
-        # Past the first 10 s (connections, first batches) up to the load's last full sample;
-        # a restarted process's CPU time starts again from zero, so none after kills.
-        "cores_used": {} if kills else cores_used(samples, 10.0, load_s - plan.sample_s),
+        # Past the first 10 s (connections, first batches) up to the load's last full sample.
+        "cores_used": cores_used(samples, 10.0, load_s - plan.sample_s),
         "kills": kills,
         "drain_s": drain_s,
         "samples": samples,
         "verification": verification,
         "peak_rss_mib": peaks,
     }
-
-
-async def _kill_halfway(
-    stack: BenchStack, plan: SoakPlan, started: float, kills: list[dict[str, Any]]
-) -> None:
-    """SIGKILL the first ingest and the first aggregator halfway through, restart each 1 s later."""
-    await asyncio.sleep(max(0.0, started + plan.duration_s / 2 - time.perf_counter()))
-    for child in (stack.ingest, stack.aggregator):
-        process = child.process
-        if process is None or process.poll() is not None:
-            continue
-        pid = process.pid
-        os.kill(pid, signal.SIGKILL)
-        at = round(time.perf_counter() - started, 1)
-        await asyncio.to_thread(process.wait)
-        await asyncio.sleep(1.0)
-        child.start()
-        kills.append({"process": child.name, "pid": pid, "killed_at_s": at,
-                      "restarted_at_s": round(time.perf_counter() - started, 1)})  # fmt: skip
-        say(f"SIGKILLed {child.name} (pid {pid}) at {at} s; started again")
-
-
-def soak_markdown(results: dict[str, Any]) -> str:
-    soak, machine, plan = results["soak"], results["machine"], results["plan"]
-    load, lag, ver = soak["load"], soak["lag"], soak["verification"] or {}
-    latency = load["latency_ms"]
-    checks = (
-        f"lost {ver.get('lost')}, doubled {ver.get('doubled')}, "
-        f"{ver.get('matched')}/{ver.get('checks')} summary checks match"
-        if ver
-        else "not verified"
-    )
-    drained = "NOT drained" if soak["drain_s"] is None else f"in {soak['drain_s']} s"
-    lines = [
-        "# Soak",
-        "",
-        f"Written by `{results['command']}` on {machine['date']} (git {machine['git_rev']}; "
-        f"{machine['nproc']} cores, {machine['cpu_model']}, {machine['ram_gib']} GiB; "
-        f"1-min loadavg before / after {machine['loadavg_before'][0]} / "
-        f"{machine['loadavg_after'][0]}). Everything ran on this machine at once: PostgreSQL, "
-        f"Kafka, {plan.get('ingest', 1)} ingest process(es) sharing one port, "
-        f"{plan['aggregators']} aggregator process(es), one alert "
-        "evaluator and the "
-        f"load generator ({load['workers']} processes x {load['connections_per_worker']} "
-        "connections). Raw samples: `" + results["results_dir"] + "/soak.json`.",
-        "",
-        "| Measurement | Result |",
-        "|---|---|",
-        f"| Target | {plan['rate']:,.0f} events/s through `meter_event_stream`, batches of 100, "
-        f"for {plan['duration_s']:.0f} s |",
-        f"| Accepted | {load['accepted_events_per_s']:,.0f} events/s "
-        f"({load['events']:,} events, {load['requests']:,} requests) |",
-        f"| Request latency p50 / p95 / p99 / max | {latency['p50']:.1f} / {latency['p95']:.1f} / "
-        f"{latency['p99']:.1f} / {latency['max']:.1f} ms |",
-        f"| Aggregator lag | {'bounded' if lag.get('bounded') else 'GROWING'}: at end "
-        f"{lag.get('lag_at_end_records', 0):,.0f} records, max "
-        f"{lag.get('max_lag_records', 0):,.0f}; second-half trend "
-        f"{lag.get('trend_second_half_records_per_min', 0):+,.0f} records/min |",
-        f"| Backlog drained after the load | {drained} |",
-        f"| End-to-end check | {checks} |",
-        f"| Peak RSS | ingest {soak['peak_rss_mib']['ingest']} MiB, aggregator "
-        f"{soak['peak_rss_mib']['aggregator']} MiB |",
-        f"| Outcomes | {', '.join(f'{k} {v}' for k, v in load['outcomes'].items())} |",
-        "| Kills | "
-        + (
-            "; ".join(
-                f"{k['process']} (pid {k['pid']}) SIGKILLed at {k['killed_at_s']} s, started "
-                f"again at {k['restarted_at_s']} s"
-                for k in soak.get("kills", [])
-            )
-            or "none"
-        )
-        + " |",
-        f"| CPU, cores used during the load (of {machine['nproc']}) | "
-        + (", ".join(f"{k} {v:.2f}" for k, v in soak.get("cores_used", {}).items()) or "n/a")
-        + " |",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from meterflow.settings.roles import (
 from meterflow.windows import DAY_S, HOUR_S
 
 MAX_INVOICE_GRACE_S = 72 * HOUR_S
+_MAX_PORT = 65_535
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True}
 _FLAGS |= {"0": False, "false": False, "no": False, "off": False}
 
@@ -107,6 +108,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_KEEP_ALIVE_TIMEOUT_S": ("keep_alive_timeout_s", int),
     "METERFLOW_MAX_CONNECTIONS": ("max_connections", int),
     "METERFLOW_HTTP_REUSE_PORT": ("reuse_port", flag),
+    "METERFLOW_INGEST_METRICS_PORT": ("ingest_metrics_port", int),
+    "METERFLOW_INGEST_PROCESSES": ("ingest_processes", int),
     "METERFLOW_EVENT_RETENTION_DAYS": ("event_retention_days", int),
     "METERFLOW_MAINTENANCE_INTERVAL_S": ("maintenance_interval_s", float),
     "METERFLOW_ERROR_REPORT_WINDOW_S": ("error_report_window_s", float),
@@ -162,6 +165,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("METERFLOW_CONSUMER_NICE must be between 0 and 19")
     _check_rate_limits(settings)
     _check_http_limits(settings)
+    _check_ingest_processes(settings)
     _check_kafka_security(settings)
     return settings
 
@@ -191,6 +195,13 @@ def _check_http_limits(settings: Settings) -> None:
     ):
         if value <= 0:
             raise ConfigurationError(f"{name} must be positive")
+
+
+def _check_ingest_processes(settings: Settings) -> None:
+    if not 0 <= settings.ingest.ingest_metrics_port <= _MAX_PORT:
+        raise ConfigurationError("METERFLOW_INGEST_METRICS_PORT must be a port number (0: none)")
+    if settings.launcher.ingest_processes < 1:
+        raise ConfigurationError("METERFLOW_INGEST_PROCESSES must be at least 1")
 
 
 def _check_rate_limits(settings: Settings) -> None:

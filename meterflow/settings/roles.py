@@ -89,6 +89,10 @@ class IngestSettings:
     # Bind the port with SO_REUSEPORT, so several ingest processes share it and the kernel
     # spreads new connections over them.
     reuse_port: bool = False
+    # A port of this process's own for /metrics, /healthz and /readyz; 0: none. /metrics on the
+    # API port answers for whichever process the connection reached, so processes sharing the
+    # port are scraped here, each on its own.
+    ingest_metrics_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,8 @@ class LauncherSettings:
     local_postgres_port: int = 15432
     # How often `up` prints its one-line progress summary (events/s, lag); 0 turns it off.
     progress_interval_s: float = 10.0
+    # Ingest processes `up` starts on the API port (SO_REUSEPORT), each supervised on its own.
+    ingest_processes: int = 1
 
 
 _SECTIONS: dict[str, type] = {

@@ -47,14 +47,26 @@ def test_load_report_adds_up_workers_and_names_problems() -> None:
 
 
 def test_checks_cover_every_customer_and_sample_windows() -> None:
-    excluded = {(0, "ev0", customer_id("r1", 3))}
-    checks, skipped = plan_checks(SETUP, excluded, window_sample=5)
-    whole = [c for c in checks if c.window is None]
+    unresolved = {(0, "ev0", customer_id("r1", 3))}
+    checks, skipped = plan_checks(SETUP, unresolved, window_sample=5)
+    whole = [c for c in checks if c.window is None and not c.ranged]
     windows = [c for c in checks if c.window is not None]
-    assert skipped == 1
+    # A raw count series with an unresolved event: its whole range, within bounds, and no more.
+    assert [c.series for c in checks if c.ranged] == sorted(unresolved)
+    assert skipped == 0
     assert len(whole) == 19
     assert len(windows) == 2 * 5
-    assert all(c.series not in excluded for c in checks)
+    assert all(c.series not in unresolved for c in whole + windows)
+
+
+def test_series_with_unresolved_events_of_order_sensitive_meters_are_left_out() -> None:
+    meters = (MeterPlan("ev0", "last", None, "mtr_0"), MeterPlan("ev1", "sum", "hour", "mtr_1"))
+    setup = RunSetup("r1", "http://127.0.0.1:9", (AccountPlan("a0", "sk", meters),), customers=4)
+    unresolved = {(0, "ev0", customer_id("r1", 1)), (0, "ev1", customer_id("r1", 2))}
+    checks, skipped = plan_checks(setup, unresolved, window_sample=0)
+    assert skipped == 2
+    assert len(checks) == 2 * 4 - 2
+    assert not any(c.ranged or c.series in unresolved for c in checks)
 
 
 def test_summary_range_is_day_aligned_and_covers_35_days_back() -> None:

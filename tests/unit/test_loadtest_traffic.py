@@ -181,6 +181,21 @@ def test_merge_joins_disjoint_series_and_refuses_overlap() -> None:
         left.merge(other)
 
 
+def test_unconfirmed_events_leave_headroom_apart_from_the_acknowledged_totals() -> None:
+    cases: list[tuple[Formula, Decimal]] = [("sum", Decimal("9.5")), ("count", Decimal(2))]
+    for formula, headroom in cases:
+        left, right = totals(formula, None), totals(formula, None)
+        left.acknowledge((0, "m", CUS), "a", "4", T0)
+        left.unconfirm((0, "m", CUS), "2.5")
+        right.unconfirm((0, "m", CUS), "7")
+        left.merge(right)
+        assert left.total((0, "m", CUS), T0 - DAY_S, T0 + DAY_S) == Decimal(
+            4 if formula == "sum" else 1
+        )
+        assert left.headroom((0, "m", CUS)) == headroom
+        assert left.headroom((0, "m", "cus_other")) == 0
+
+
 # -- traffic ---------------------------------------------------------------------------------
 
 

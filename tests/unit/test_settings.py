@@ -128,3 +128,21 @@ def test_http_edge_limits_come_from_the_environment_and_must_be_positive() -> No
             load_settings({name: "0"})
     with pytest.raises(ConfigurationError, match="METERFLOW_KEEP_ALIVE_TIMEOUT_S"):
         load_settings({"METERFLOW_KEEP_ALIVE_TIMEOUT_S": "0.5"})
+
+
+def test_ingest_processes_and_their_own_metrics_port_come_from_the_environment() -> None:
+    assert (Settings().launcher.ingest_processes, Settings().ingest.ingest_metrics_port) == (1, 0)
+    settings = load_settings(
+        {
+            "METERFLOW_INGEST_PROCESSES": "3",
+            "METERFLOW_INGEST_METRICS_PORT": "9100",
+            "METERFLOW_HTTP_REUSE_PORT": "yes",
+        }
+    )
+    assert settings.launcher.ingest_processes == 3
+    assert settings.ingest.ingest_metrics_port == 9100
+    assert settings.ingest.reuse_port is True
+    with pytest.raises(ConfigurationError, match="METERFLOW_INGEST_PROCESSES"):
+        load_settings({"METERFLOW_INGEST_PROCESSES": "0"})
+    with pytest.raises(ConfigurationError, match="METERFLOW_INGEST_METRICS_PORT"):
+        load_settings({"METERFLOW_INGEST_METRICS_PORT": "70000"})

@@ -42,6 +42,12 @@ def test_a_reading_adds_up_accepted_and_read_events_and_lag() -> None:
     )
 
 
+def test_several_ingest_processes_add_up_and_one_that_does_not_answer_leaves_it_unknown() -> None:
+    pages: dict[str, str | None] = {"ingest 1": INGEST, "ingest 2": INGEST, "aggregator": None}
+    assert take_reading(pages, 1.0).accepted == 2300.0
+    assert take_reading(pages | {"ingest 2": None}, 1.0).accepted is None
+
+
 def test_a_child_that_does_not_answer_leaves_its_part_unknown() -> None:
     reading = take_reading({"ingest": None, "aggregator": AGGREGATOR, "alerts": None}, 1.0)
     assert (reading.accepted, reading.read, reading.lag_records) == (None, 1110.0, None)
