@@ -103,6 +103,7 @@ def postgres_config(settings: Settings) -> PostgresServerConfig:
     return PostgresServerConfig(
         data_dir=settings.launcher.data_dir / "postgres",
         port=settings.launcher.local_postgres_port,
+        extra_settings=dict(settings.launcher.local_postgres_settings),
     )
 
 

@@ -19,7 +19,7 @@ from deploy.children import ChildService, meterflow_child, wait_http_ready
 from deploy.ports import LOOPBACK, free_port
 from deploy.stack import local_kafka, local_postgres
 from meterflow.kafka.topics import ensure_topics, topic_specs
-from meterflow.settings import Settings, environment_variables
+from meterflow.settings import Settings, environment_variables, load_settings
 from meterflow.store.migrations import migrate
 
 _READY_TIMEOUT_S = 60.0
@@ -91,7 +91,11 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
         aggregator_metrics_port=metrics_port,
         alerts_metrics_port=alerts_port,
         log_level="WARNING",
+        # The one launcher setting a bench run takes from the environment, for A/B runs.
+        local_postgres_settings=load_settings().launcher.local_postgres_settings,
     )
+    if settings.launcher.local_postgres_settings:
+        say(f"PostgreSQL settings: {dict(settings.launcher.local_postgres_settings)}")
     log_dir.mkdir(parents=True, exist_ok=True)
     with local_postgres(settings, say) as postgres, local_kafka(settings, say) as kafka:
         asyncio.run(_prepare(postgres.address, kafka.address, settings.topic_prefix))

@@ -4,6 +4,7 @@ several settings."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ MAX_INVOICE_GRACE_S = 72 * HOUR_S
 _MAX_PORT = 65_535
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True}
 _FLAGS |= {"0": False, "false": False, "no": False, "off": False}
+_SETTING_NAME = re.compile(r"[a-z][a-z0-9_.]*")
 
 
 def flag(raw: str) -> bool:
@@ -41,6 +43,19 @@ def log_format(raw: str) -> LogFormat:
     if lowered not in LOG_FORMATS:
         raise ValueError(raw)
     return lowered
+
+
+def postgres_settings(raw: str) -> tuple[tuple[str, str], ...]:
+    """``name=value`` pairs separated by commas (``shared_buffers=2GB,max_wal_size=16GB``): server
+    settings for the local PostgreSQL, passed to it as they are."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not _SETTING_NAME.fullmatch(name) or not value:
+            raise ValueError(item)
+        pairs.append((name, value))
+    return tuple(pairs)
 
 
 def kafka_security_protocol(raw: str) -> KafkaSecurityProtocol:
@@ -77,6 +92,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "METERFLOW_LOCAL_KAFKA_PORT": ("local_kafka_port", int),
     "METERFLOW_LOCAL_KAFKA_CONTROLLER_PORT": ("local_kafka_controller_port", int),
     "METERFLOW_LOCAL_POSTGRES_PORT": ("local_postgres_port", int),
+    "METERFLOW_LOCAL_POSTGRES_SETTINGS": ("local_postgres_settings", postgres_settings),
     "METERFLOW_MAX_BODY_BYTES": ("max_body_bytes", int),
     "METERFLOW_DB_POOL_MIN": ("db_pool_min", int),
     "METERFLOW_DB_POOL_MAX": ("db_pool_max", int),

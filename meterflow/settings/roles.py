@@ -167,6 +167,8 @@ class LauncherSettings:
     local_kafka_port: int = 19092
     local_kafka_controller_port: int = 19093
     local_postgres_port: int = 15432
+    # Server settings for the local PostgreSQL on top of its defaults (name, value).
+    local_postgres_settings: tuple[tuple[str, str], ...] = ()
     # How often `up` prints its one-line progress summary (events/s, lag); 0 turns it off.
     progress_interval_s: float = 10.0
     # Ingest processes `up` starts on the API port (SO_REUSEPORT), each supervised on its own.

@@ -146,3 +146,17 @@ def test_ingest_processes_and_their_own_metrics_port_come_from_the_environment()
         load_settings({"METERFLOW_INGEST_PROCESSES": "0"})
     with pytest.raises(ConfigurationError, match="METERFLOW_INGEST_METRICS_PORT"):
         load_settings({"METERFLOW_INGEST_METRICS_PORT": "70000"})
+
+
+def test_local_postgres_settings_are_name_value_pairs() -> None:
+    settings = load_settings(
+        {"METERFLOW_LOCAL_POSTGRES_SETTINGS": "shared_buffers=2GB, max_wal_size = 16GB"}
+    )
+    assert settings.launcher.local_postgres_settings == (
+        ("shared_buffers", "2GB"),
+        ("max_wal_size", "16GB"),
+    )
+    assert Settings().launcher.local_postgres_settings == ()
+    for bad in ("shared_buffers", "shared_buffers=", "=2GB", "Shared-Buffers=2GB", "a=1,,b=2"):
+        with pytest.raises(ConfigurationError, match="METERFLOW_LOCAL_POSTGRES_SETTINGS"):
+            load_settings({"METERFLOW_LOCAL_POSTGRES_SETTINGS": bad})
