@@ -3,7 +3,8 @@
 One round trip per run of events, whatever its size. PostgreSQL does the per-event work in C:
 
 1. keep the first received event of each identifier within the run (receipt order);
-2. record identifiers in ``event_identifiers``; those already there are duplicates and stop here;
+2. record identifiers in ``event_identifiers`` (as their ``event_digest``); those already there
+   are duplicates and stop here;
 3. store the new events in ``meter_events``;
 4. for raw meters, add each (meter, customer, minute)'s sum and count to ``rollups_minute`` and
    let its latest received event become the minute's ``last`` if it was received after the
@@ -94,18 +95,18 @@ WITH incoming AS (
          AS i(account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
               receipt_batch, receipt_index)
 ), firsts AS (
-    SELECT DISTINCT ON (account_id, livemode, identifier) *
-    FROM incoming
-    ORDER BY account_id, livemode, identifier, {_RECEIPT_ASC}
+    SELECT DISTINCT ON (digest) *
+    FROM (SELECT *, event_digest(account_id, livemode, identifier) AS digest FROM incoming) i
+    ORDER BY digest, {_RECEIPT_ASC}
 ), fresh AS (
     INSERT INTO event_identifiers
-        (account_id, livemode, identifier, meter_id, customer, event_ts, received_ms)
-    SELECT account_id, livemode, identifier, meter_id, customer, event_ts, received_ms
+        (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
+    SELECT digest, account_id, livemode, meter_id, customer, event_ts, received_ms
     FROM firsts
     ON CONFLICT DO NOTHING
-    RETURNING account_id, livemode, identifier
+    RETURNING digest
 ), new AS (
-    SELECT f.* FROM firsts f JOIN fresh USING (account_id, livemode, identifier)
+    SELECT f.* FROM firsts f JOIN fresh USING (digest)
 ), stored AS (
     INSERT INTO meter_events
         (account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,

@@ -123,7 +123,7 @@ async def _apply_cancel(
     """Cancel the event; returns its (meter, customer) key and time, or None if nothing matched."""
     target = await conn.fetchrow(
         """SELECT meter_id, customer, event_ts FROM event_identifiers
-           WHERE account_id = $1 AND livemode = $2 AND identifier = $3""",
+           WHERE digest = event_digest($1, $2, $3)""",
         cancel.account_id,
         cancel.livemode,
         cancel.identifier,

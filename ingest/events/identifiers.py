@@ -38,8 +38,7 @@ class PgProcessedEvents:
 
     async def exists(self, who: Principal, identifier: str) -> bool:
         found = await self._pool.fetchval(
-            """SELECT 1 FROM event_identifiers
-               WHERE account_id = $1 AND livemode = $2 AND identifier = $3""",
+            "SELECT 1 FROM event_identifiers WHERE digest = event_digest($1, $2, $3)",
             who.account_id,
             who.livemode,
             identifier,
@@ -51,7 +50,7 @@ class PgProcessedEvents:
             """SELECT e.meter_id, m.event_name, e.customer, e.received_ms
                FROM event_identifiers e
                LEFT JOIN meters m ON m.id = e.meter_id
-               WHERE e.account_id = $1 AND e.livemode = $2 AND e.identifier = $3""",
+               WHERE e.digest = event_digest($1, $2, $3)""",
             who.account_id,
             who.livemode,
             identifier,

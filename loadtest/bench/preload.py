@@ -58,7 +58,8 @@ IDENTIFIER_CHUNK = 2_000_000
 RAW_INSERTERS = 2
 RANDOM_INSERT_FILLFACTOR = 70
 _MAINTENANCE_WORK_MEM = "1GB"
-# Disk per preloaded row, tables with their indexes (measured: 279 and 330 bytes), and room for
+# Disk per preloaded row, tables with their indexes (measured before the dedupe digests: 279 and
+# 330 bytes), and room for
 # what a load needs meanwhile (the index sorts' temporary files, WAL up to max_wal_size and
 # beyond it under load) plus a reserve left free for everyone else on the machine.
 IDENTIFIER_BYTES = 300
@@ -194,8 +195,8 @@ _CUSTOMER = "$5 || lpad(((h & 2147483647) % $6)::text, $7, '0')"
 # rows [$8, $9) of the step's [$10, $10 + $11), receipt times over [$12, $12 + $13) ms.
 _IDENTIFIERS = f"""
 INSERT INTO event_identifiers
-    (account_id, livemode, identifier, meter_id, customer, event_ts, received_ms)
-SELECT $1, $2, md5($3 || i::text)::uuid::text, {_METER}, {_CUSTOMER},
+    (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
+SELECT event_digest($1, $2, md5($3 || i::text)::uuid::text), $1, $2, {_METER}, {_CUSTOMER},
        received_ms / 1000 - ((h >> 48) & 63), received_ms
 FROM (SELECT i, hashint8extended(i, 0) AS h,
              $12::bigint + (i - $10) * $13::bigint / $11::bigint AS received_ms

@@ -205,8 +205,9 @@ class Redrive:
             """WITH wanted AS (
                    SELECT * FROM unnest($1::text[], $2::bool[], $3::text[])
                        AS w(account_id, livemode, identifier))
-               SELECT account_id, livemode, identifier FROM event_identifiers
-               JOIN wanted USING (account_id, livemode, identifier)
+               SELECT w.account_id, w.livemode, w.identifier FROM wanted w
+               JOIN event_identifiers e
+                 ON e.digest = event_digest(w.account_id, w.livemode, w.identifier)
                UNION
                SELECT account_id, livemode, identifier FROM redriven_identifiers
                JOIN wanted USING (account_id, livemode, identifier)""",

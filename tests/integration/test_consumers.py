@@ -37,7 +37,7 @@ TABLES = {
     "rollups_day": "account_id, livemode, meter_id, customer, day_ts",
     "window_survivors": "account_id, livemode, meter_id, customer, window_ts",
     "meter_events": "account_id, livemode, meter_id, customer, identifier",
-    "event_identifiers": "account_id, livemode, identifier",
+    "event_identifiers": "digest",
     "usage_changes": "seq",
 }
 

@@ -22,7 +22,8 @@ async def _identifier_folded(database_url: str, identifier: str) -> bool:
     conn = await asyncpg.connect(database_url)
     try:
         found = await conn.fetchval(
-            "SELECT 1 FROM event_identifiers WHERE identifier = $1", identifier
+            "SELECT 1 FROM event_identifiers WHERE digest = event_digest(account_id, livemode, $1)",
+            identifier,
         )
     finally:
         await conn.close()

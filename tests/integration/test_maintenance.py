@@ -43,8 +43,9 @@ async def _seed(conn: Conn, now_ms: int, *, old_identifiers: int, tag: str = "")
     identifiers.append((f"{tag}recent", now_ms - EVENT_IDENTIFIER_RETENTION_MS + MINUTE_MS))
     await conn.executemany(
         """INSERT INTO event_identifiers
-               (account_id, livemode, identifier, meter_id, customer, event_ts, received_ms)
-           VALUES ('acct_1', false, $1, 'mtr_1', 'cus_1', $2::bigint / 1000, $2)""",
+               (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
+           VALUES (event_digest('acct_1', false, $1), 'acct_1', false, 'mtr_1', 'cus_1',
+                   $2::bigint / 1000, $2)""",
         identifiers,
     )
     await conn.executemany(
@@ -132,8 +133,9 @@ async def test_a_pass_removes_what_is_past_retention_and_keeps_the_rest(database
 
         assert await _partitions(conn) == [_partition(days[2]), _partition(today)]
         assert await conn.fetchval("SELECT count(*) FROM meter_events") == 2
-        identifiers = await conn.fetch("SELECT identifier FROM event_identifiers")
-        assert [r["identifier"] for r in identifiers] == ["recent"]
+        identifiers = await conn.fetch("SELECT digest FROM event_identifiers")
+        recent = await conn.fetchval("SELECT event_digest('acct_1', false, 'recent')")
+        assert [r["digest"] for r in identifiers] == [recent]
         keys = await conn.fetch("SELECT idempotency_key FROM idempotency_keys")
         assert [r["idempotency_key"] for r in keys] == ["recent-key"]
 

@@ -88,10 +88,9 @@ def test_partitions_are_named_like_the_aggregators() -> None:
 PKEY = IndexDefinition(
     "event_identifiers_pkey",
     "btree",
-    "CREATE UNIQUE INDEX event_identifiers_pkey ON public.event_identifiers USING btree "
-    "(account_id, livemode, identifier)",
+    "CREATE UNIQUE INDEX event_identifiers_pkey ON public.event_identifiers USING btree (digest)",
     "event_identifiers_pkey",
-    "PRIMARY KEY (account_id, livemode, identifier)",
+    "PRIMARY KEY (digest)",
 )
 BRIN = IndexDefinition(
     "event_identifiers_age",
@@ -116,12 +115,12 @@ def test_a_constraint_is_dropped_and_added_back_as_a_constraint() -> None:
     )
     assert create_statements("event_identifiers", PKEY, 70) == [
         'ALTER TABLE "event_identifiers" ADD CONSTRAINT "event_identifiers_pkey" '
-        "PRIMARY KEY (account_id, livemode, identifier) WITH (fillfactor = 70)",
+        "PRIMARY KEY (digest) WITH (fillfactor = 70)",
         'ALTER INDEX "event_identifiers_pkey" RESET (fillfactor)',
     ]
     assert create_statements("event_identifiers", PKEY, None) == [
         'ALTER TABLE "event_identifiers" ADD CONSTRAINT "event_identifiers_pkey" '
-        "PRIMARY KEY (account_id, livemode, identifier)"
+        "PRIMARY KEY (digest)"
     ]
 
 
