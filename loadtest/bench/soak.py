@@ -56,7 +56,12 @@ from loadtest.bench.processes import (
 )
 from loadtest.bench.soak_kills import KillTarget, kill_midway, kill_rows
 from loadtest.bench.soak_report import soak_markdown
-from loadtest.bench.stack import BenchStack, bench_stack, distinct_free_ports
+from loadtest.bench.stack import (
+    BenchStack,
+    bench_stack,
+    extra_ingest_processes,
+    own_ready_url,
+)
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
 from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
@@ -244,7 +249,7 @@ def kill_targets(stack: BenchStack, extra_ingest: Sequence[ChildService]) -> lis
     several; the only one answers on the API port) and the first aggregator."""
     if extra_ingest:
         ingest = extra_ingest[-1]
-        ingest_ready = _own_port_url(ingest, "METERFLOW_INGEST_METRICS_PORT", "/readyz")
+        ingest_ready = own_ready_url(ingest)
     else:
         ingest, ingest_ready = stack.ingest, f"{stack.base_url}/readyz"
     aggregator_ready = _own_port_url(
@@ -263,17 +268,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         )
         for n, port in enumerate(free_port() for _ in range(plan.aggregators - 1))
     ]
-    # Each on the API port, and on a port of its own for /readyz and /metrics: a probe on the
-    # shared port may be answered by any of them.
-    extra_ingest = [
-        meterflow_child(
-            "ingest",
-            stack.child_env(METERFLOW_INGEST_METRICS_PORT=str(port)),
-            stack.log_dir / f"ingest-{n + 2}.log",
-            name=f"ingest {n + 2}",
-        )
-        for n, port in enumerate(distinct_free_ports(plan.ingest - 1))
-    ]
+    extra_ingest = extra_ingest_processes(stack, plan.ingest - 1)
     for child in (*extra, *extra_ingest):
         child.start()
     probe = LagProbe(stack)
@@ -284,8 +279,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             url = _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
             await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
         for child in extra_ingest:
-            url = _own_port_url(child, "METERFLOW_INGEST_METRICS_PORT", "/readyz")
-            await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
+            await asyncio.to_thread(wait_http_ready, own_ready_url(child), child, _READY_TIMEOUT_S)
         run_id = new_run_id()
         made = await create_accounts(stack.database_url, plan.accounts, run_id)
         setup = await provision(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +142,39 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
         finally:
             for child in (alerts, aggregator, ingest):
                 child.stop(_STOP_DEADLINE_S)
+
+
+INGEST_METRICS_PORT_ENV = "METERFLOW_INGEST_METRICS_PORT"
+
+
+def extra_ingest_processes(stack: BenchStack, count: int) -> list[ChildService]:
+    """``count`` more ingest processes on the API port (SO_REUSEPORT), not started. Each also
+    listens on a port of its own for ``/readyz`` and ``/metrics``: a probe on the shared port
+    may be answered by any of them."""
+    return [
+        meterflow_child(
+            "ingest",
+            stack.child_env(**{INGEST_METRICS_PORT_ENV: str(port)}),
+            stack.log_dir / f"ingest-{n + 2}.log",
+            name=f"ingest {n + 2}",
+        )
+        for n, port in enumerate(distinct_free_ports(count))
+    ]
+
+
+def own_ready_url(child: ChildService) -> str:
+    """The ``/readyz`` of an ingest process from :func:`extra_ingest_processes`."""
+    return f"http://{LOOPBACK}:{child.env[INGEST_METRICS_PORT_ENV]}/readyz"
+
+
+async def start_ready(children: Sequence[ChildService]) -> None:
+    """Start ingest processes from :func:`extra_ingest_processes` and wait until each is ready."""
+    for child in children:
+        child.start()
+    for child in children:
+        await asyncio.to_thread(wait_http_ready, own_ready_url(child), child, _READY_TIMEOUT_S)
+
+
+def stop_all(children: Sequence[ChildService]) -> None:
+    for child in children:
+        child.stop(_STOP_DEADLINE_S)

@@ -66,9 +66,16 @@ from loadtest.bench.preload import (
 from loadtest.bench.preview_latency import measure_previews
 from loadtest.bench.processes import mib, peak_rss_kib, peak_rss_tree_kib
 from loadtest.bench.sizing import DEFAULT_SERIES, sizing, sizing_markdown
-from loadtest.bench.stack import INVOICE_GRACE_ENV, BenchStack, bench_stack
+from loadtest.bench.stack import (
+    INVOICE_GRACE_ENV,
+    BenchStack,
+    bench_stack,
+    extra_ingest_processes,
+    start_ready,
+    stop_all,
+)
 from loadtest.bench.storage import measure_storage, measured_bytes
-from loadtest.bench.tables import benchmarks_markdown, result_rows
+from loadtest.bench.tables import STREAM_INGEST_PHASE, benchmarks_markdown, result_rows
 from loadtest.generator import run_load
 from loadtest.noop_server import running_noop_server
 from loadtest.plan import (
@@ -142,6 +149,8 @@ class SuitePlan:
     workers: int = 2
     connections: int = 32
     stream_connections: int = 8
+    # The stream measured again with this many ingest processes sharing the API port (1: not).
+    stream_ingest: int = 2
     accounts: int = 2
     customers: int = 500
     verify_timeout_s: float = 90.0
@@ -281,17 +290,35 @@ class Suite:
         self.phases[name] = phase
 
     async def _stream(self) -> None:
+        plan = self._plan
         try:
             await self._load(
                 "stream",
                 "stream",
-                self._plan.stream_s,
-                connections=self._plan.stream_connections,
+                plan.stream_s,
+                connections=plan.stream_connections,
                 batch_size=REQUEST_EVENTS,
             )
         except StreamUnavailable as exc:
             say(str(exc))
             self.phases["stream"] = {"available": False, "reason": str(exc)}
+            return
+        if plan.stream_ingest < 2:
+            return
+        # The kernel spreads new connections over the processes, so each gets as many.
+        extra = extra_ingest_processes(self._stack, plan.stream_ingest - 1)
+        try:
+            await start_ready(extra)
+            await self._load(
+                STREAM_INGEST_PHASE,
+                "stream",
+                plan.stream_s,
+                connections=plan.stream_connections * plan.stream_ingest,
+                batch_size=REQUEST_EVENTS,
+            )
+            self.phases[STREAM_INGEST_PHASE]["ingest_processes"] = plan.stream_ingest
+        finally:
+            await asyncio.to_thread(stop_all, extra)
 
     async def _ceilings(self) -> None:
         plan, stack = self._plan, self._stack

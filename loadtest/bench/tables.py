@@ -8,6 +8,8 @@ from typing import Any
 from loadtest.bench.sizing import sizing_markdown
 
 Row = tuple[str, str, str, str, str]
+# The stream measured again with several ingest processes sharing the API port.
+STREAM_INGEST_PHASE = "stream_ingest"
 _KAFKA_CEILINGS = (
     ("kafka_ceiling_single", "single-event records"),
     ("kafka_ceiling_stream", "stream-shaped records"),
@@ -57,6 +59,8 @@ def _stream_row(
     phase: dict[str, Any], generator_eps: float | None, kafka: dict[str, Any] | None
 ) -> Row:
     name = "v2 stream, batch 100 (max rate)"
+    if processes := phase.get("ingest_processes"):
+        name += f", {processes} ingest processes on one port"
     if not phase.get("available"):
         reason = phase.get("reason") or "the server answers 404"
         return (name, f"not available ({reason})", "-", "-", "-")
@@ -269,9 +273,10 @@ def result_rows(results: dict[str, Any]) -> list[Row]:
             rows.append(_load_row(name, phases[key], generator, kafka_rps))
     if "stream" in phases:
         generator_eps = phases.get("noop_stream", {}).get("load", {}).get("events_per_s")
-        rows.append(
-            _stream_row(phases["stream"], generator_eps, phases.get("kafka_ceiling_stream"))
-        )
+        for key in ("stream", STREAM_INGEST_PHASE):
+            if key in phases:
+                kafka = phases.get("kafka_ceiling_stream")
+                rows.append(_stream_row(phases[key], generator_eps, kafka))
     rows.extend(_kafka_rows(phases))
     rows.extend(_fold_rows(phases, copy_rps))
     if "fold_preload" in phases:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtest.bench.tables import benchmarks_markdown, result_rows
+from loadtest.bench.tables import STREAM_INGEST_PHASE, benchmarks_markdown, result_rows
 from loadtest.outcomes import Tally, WorkerResult
 from loadtest.plan import AccountPlan, Bounds, LoadConfig, MeterPlan, RunSetup, customer_id
 from loadtest.report import format_load_report, load_report
@@ -138,6 +138,21 @@ def test_an_available_stream_is_a_row_in_events_per_second() -> None:
     (stream,) = [row for row in rows if row[0].startswith("v2 stream")]
     assert stream[1].startswith("15,000 events/s")
     assert stream[2] == "1.0 / 2.0 / 3.0 ms"
+
+
+def test_the_stream_with_several_ingest_processes_is_a_row_of_its_own() -> None:
+    doc = results({"available": True, "load": load(15_000)})
+    doc["phases"][STREAM_INGEST_PHASE] = {
+        "available": True,
+        "load": load(21_000),
+        "ingest_processes": 2,
+    }
+    rows = [row for row in result_rows(doc) if row[0].startswith("v2 stream")]
+    assert [row[0] for row in rows] == [
+        "v2 stream, batch 100 (max rate)",
+        "v2 stream, batch 100 (max rate), 2 ingest processes on one port",
+    ]
+    assert rows[1][1].startswith("21,000 events/s")
 
 
 def test_alert_latency_row_names_probes_background_and_percentiles() -> None:
