@@ -113,32 +113,35 @@ def producer_properties() -> dict[str, str]:
     }
 
 
-def producer_argv(
-    java: str,
-    classpath: str,
-    bootstrap: str,
-    topic: str,
-    *,
-    record_size: int,
-    records: int,
-    warmup_records: int = 0,
-) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class PerfTarget:
+    """Where and what ProducerPerformance sends: the Java and classpath that run it, the broker,
+    the topic, and the size of each record."""
+
+    java: str
+    classpath: str
+    bootstrap: str
+    topic: str
+    record_size: int
+
+
+def producer_argv(target: PerfTarget, records: int, warmup_records: int = 0) -> list[str]:
     """``records`` in all, the first ``warmup_records`` of them left out of the steady-state
     summary (no ``--warmup-records`` option when 0)."""
-    properties = {"bootstrap.servers": bootstrap, **producer_properties()}
+    properties = {"bootstrap.servers": target.bootstrap, **producer_properties()}
     warmup = ["--warmup-records", str(warmup_records)] if warmup_records else []
     return [
-        java,
+        target.java,
         "-Xmx256m",
         # The summary's decimals are formatted in the default locale; the parser reads "1.5".
         "-Duser.language=en",
         "-Duser.country=US",
         "-cp",
-        classpath,
+        target.classpath,
         PRODUCER_PERFORMANCE,
-        "--topic", topic,
+        "--topic", target.topic,
         "--num-records", str(records),
-        "--record-size", str(record_size),
+        "--record-size", str(target.record_size),
         "--throughput", "-1",
         *warmup,
         # Deprecated in 4.2 for --command-property, which 4.0 lacks; every 4.x reads this one.
@@ -189,30 +192,14 @@ def has_warmup_option(java: str, classpath: str) -> bool:
 
 
 def run_producer_performance(
-    java: str,
-    classpath: str,
-    bootstrap: str,
-    topic: str,
-    *,
-    record_size: int,
-    records: int,
-    warmup_records: int,
-    timeout_s: float,
+    target: PerfTarget, records: int, *, warmup_records: int, timeout_s: float
 ) -> PerfRun:
-    argv = producer_argv(
-        java,
-        classpath,
-        bootstrap,
-        topic,
-        record_size=record_size,
-        records=records,
-        warmup_records=warmup_records,
-    )
+    argv = producer_argv(target, records, warmup_records)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ProducerPerformanceFailed(
-            f"{records:,} records of {record_size} bytes took over {timeout_s:.0f} s"
+            f"{records:,} records of {target.record_size} bytes took over {timeout_s:.0f} s"
         ) from exc
     whole = parse_summary(done.stdout)
     steady = parse_summary(done.stdout, steady_state=True) if warmup_records else None
@@ -230,29 +217,19 @@ def measure_producer_performance(
     ``duration_s`` at that rate (at most :data:`MAX_BYTES`), each after its warm-up; the second
     run's figures without its warm-up."""
     java = java_executable()
+    target = PerfTarget(java, classpath, bootstrap, topic, record_size)
     warmup = max(1000, WARMUP_BYTES // record_size) if has_warmup_option(java, classpath) else 0
     calibration_records = max(1000, CALIBRATION_BYTES // record_size)
     calibration = run_producer_performance(
-        java,
-        classpath,
-        bootstrap,
-        topic,
-        record_size=record_size,
-        records=warmup + calibration_records,
+        target,
+        warmup + calibration_records,
         warmup_records=warmup,
         timeout_s=_CALIBRATION_TIMEOUT_S,
     ).result
     records = int(calibration.records_per_s * duration_s)
     records = min(max(records, calibration_records), MAX_BYTES // record_size)
     run = run_producer_performance(
-        java,
-        classpath,
-        bootstrap,
-        topic,
-        record_size=record_size,
-        records=warmup + records,
-        warmup_records=warmup,
-        timeout_s=3 * duration_s + 30.0,
+        target, warmup + records, warmup_records=warmup, timeout_s=3 * duration_s + 30.0
     )
     summary = run.result
     return {

@@ -309,9 +309,13 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             if plan.kill
             else None
         )
-        while not load.done():
+
+        async def sample() -> None:
             processes = soak_processes(stack, extra, extra_ingest)
             await _sample(probe, stack.ingest, processes, started, samples)
+
+        while not load.done():
+            await sample()
             await asyncio.wait({load}, timeout=plan.sample_s)
         if killer is not None:
             kills = await killer
@@ -322,8 +326,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         say("load finished; draining the backlog")
         drain_s: float | None = None
         while time.perf_counter() - started < load_s + plan.drain_timeout_s:
-            processes = soak_processes(stack, extra, extra_ingest)
-            await _sample(probe, stack.ingest, processes, started, samples)
+            await sample()
             if samples[-1]["lag"] == 0:
                 drain_s = round(time.perf_counter() - started - load_s, 1)
                 break

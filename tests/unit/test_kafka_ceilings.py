@@ -11,6 +11,7 @@ import pytest
 from loadtest.bench.producer_performance import (
     PRODUCER_PERFORMANCE,
     PerfSummary,
+    PerfTarget,
     has_producer_performance,
     parse_summary,
     producer_argv,
@@ -76,7 +77,7 @@ def test_a_warm_up_runs_steady_state_line_is_read_apart_from_the_whole_runs() ->
 
 def test_the_command_carries_ingests_producer_settings() -> None:
     argv = producer_argv(
-        "java", "/c/kafka/*:/c/tools/*", "127.0.0.1:9092", "t", record_size=330, records=5000
+        PerfTarget("java", "/c/kafka/*:/c/tools/*", "127.0.0.1:9092", "t", 330), 5000
     )
     main = argv.index(PRODUCER_PERFORMANCE)
     assert argv[main - 2 : main] == ["-cp", "/c/kafka/*:/c/tools/*"]
@@ -97,9 +98,7 @@ def test_the_command_carries_ingests_producer_settings() -> None:
 
 
 def test_warm_up_records_are_part_of_the_count() -> None:
-    argv = producer_argv(
-        "java", "cp", "b:1", "t", record_size=330, records=5000, warmup_records=1000
-    )
+    argv = producer_argv(PerfTarget("java", "cp", "b:1", "t", 330), 5000, warmup_records=1000)
     assert argv[argv.index("--num-records") + 1] == "5000"
     assert argv[argv.index("--warmup-records") + 1] == "1000"
 
