@@ -4,18 +4,17 @@ stands in for ingest: 429 for the first second, then empty summaries."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from deploy.ports import LOOPBACK
 from loadtest.expected_totals import ExpectedTotals, MeterShape
 from loadtest.plan import new_run_id
 from loadtest.provision import noop_setup
 from loadtest.verify import verify_run
+from tests.fixtures.summary_stand_in import Answer, summary_stand_in
 
 pytestmark = pytest.mark.integration
 
@@ -36,41 +35,19 @@ class _LimitedServer:
         self.refused = 0
         self.answered = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")  # GET requests: no body
-                if time.monotonic() < self.limited_until:
-                    self.refused += 1
-                    status, extra, body = (
-                        b"429 Too Many Requests",
-                        b"Retry-After: 1\r\n",
-                        _RATE_LIMITED,
-                    )
-                else:
-                    self.answered += 1
-                    status, extra, body = b"200 OK", b"", _EMPTY_SUMMARY
-                writer.write(
-                    b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                    b"%s\r\n%s" % (status, len(body), extra, body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def answer(self, head: bytes) -> Answer:
+        if time.monotonic() < self.limited_until:
+            self.refused += 1
+            return b"429 Too Many Requests", b"Retry-After: 1\r\n", _RATE_LIMITED
+        self.answered += 1
+        return b"200 OK", b"", _EMPTY_SUMMARY
 
 
 @pytest.fixture
 async def limited_server() -> AsyncIterator[tuple[str, _LimitedServer]]:
     state = _LimitedServer()
-    server = await asyncio.start_server(state.handle, LOOPBACK, 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://{LOOPBACK}:{port}", state
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with summary_stand_in(state.answer) as url:
+        yield url, state
 
 
 async def test_verification_waits_out_429s_instead_of_failing(

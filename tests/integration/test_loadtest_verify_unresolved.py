@@ -5,7 +5,6 @@ server on loopback stands in for ingest, answering each (meter, customer) with a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
@@ -13,11 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from deploy.ports import LOOPBACK
 from loadtest.expected_totals import ExpectedTotals, MeterShape
 from loadtest.plan import RunSetup, customer_id, new_run_id
 from loadtest.provision import noop_setup
 from loadtest.verify import verify_run
+from tests.fixtures.summary_stand_in import Answer, summary_stand_in
 
 pytestmark = pytest.mark.integration
 
@@ -28,38 +27,22 @@ class _SummaryServer:
     def __init__(self) -> None:
         self.totals: dict[tuple[str, str], float] = {}
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")  # GET requests: no body
-                target = urlsplit(head.split(b" ", 2)[1].decode())
-                meter_id = target.path.split("/")[4]
-                customer = parse_qs(target.query)["customer"][0]
-                value = self.totals.get((meter_id, customer), 0.0)
-                body = orjson.dumps(
-                    {"object": "list", "data": [{"aggregated_value": value}], "has_more": False}
-                )
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def answer(self, head: bytes) -> Answer:
+        target = urlsplit(head.split(b" ", 2)[1].decode())
+        meter_id = target.path.split("/")[4]
+        customer = parse_qs(target.query)["customer"][0]
+        value = self.totals.get((meter_id, customer), 0.0)
+        body = orjson.dumps(
+            {"object": "list", "data": [{"aggregated_value": value}], "has_more": False}
+        )
+        return b"200 OK", b"", body
 
 
 @pytest.fixture
 async def summaries() -> AsyncIterator[tuple[str, _SummaryServer]]:
     state = _SummaryServer()
-    server = await asyncio.start_server(state.handle, LOOPBACK, 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://{LOOPBACK}:{port}", state
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with summary_stand_in(state.answer) as url:
+        yield url, state
 
 
 def _expected(setup: RunSetup) -> ExpectedTotals:
