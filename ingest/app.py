@@ -248,7 +248,7 @@ class IngestApp:
             except Exception as exc:
                 if is_database_outage(exc):
                     self._database_unavailable(exc, method, path, request_id)
-                    response = render_error(DatabaseUnavailable())
+                    response = render_error(DatabaseUnavailable.for_outage(exc))
                 else:
                     log.exception("unhandled error in %s %s (request %s)", method, path, request_id)
                     self.metrics.errors.labels(route_name).inc()

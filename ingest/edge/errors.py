@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import asyncpg
+
 from meterflow.errors import MeterflowError
 
 
@@ -141,3 +143,14 @@ class DatabaseUnavailable(ServiceUnavailable):
         ),
     ) -> None:
         super().__init__(message, headers={"Retry-After": str(self.retry_after_s)})
+
+    @classmethod
+    def for_outage(cls, exc: BaseException) -> DatabaseUnavailable:
+        """The 503 for the outage ``exc``: a full disk is told apart from an unreachable server."""
+        if isinstance(exc, asyncpg.exceptions.DiskFullError):
+            return cls(
+                "meterflow's database cannot store anything right now: its disk is full. Retry "
+                "after the number of seconds in the Retry-After header; a retry with the same "
+                "Idempotency-Key or meter event identifier is safe."
+            )
+        return cls()

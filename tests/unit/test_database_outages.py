@@ -118,3 +118,14 @@ def test_a_database_outage_answers_503_with_retry_after_in_stripes_shape(
     assert "Retry-After" in error["message"]
     if render is error_response_v2:
         assert error["code"] == "service_unavailable"
+
+
+def test_a_full_disk_is_named_in_the_503_and_an_unreachable_server_is_not() -> None:
+    full = DatabaseUnavailable.for_outage(asyncpg.exceptions.DiskFullError("no space left"))
+    gone = DatabaseUnavailable.for_outage(ConnectionRefusedError(111, "Connection refused"))
+    for unavailable in (full, gone):
+        assert unavailable.status == 503
+        assert unavailable.headers == {"Retry-After": "1"}
+    assert "disk is full" in full.message
+    assert "cannot reach its database" in gone.message
+    assert "disk" not in gone.message
