@@ -111,14 +111,18 @@ async def commit_advisory(
 async def reseek_until_done(
     seek: Callable[[], Awaitable[object]], stopping: asyncio.Event, retry: DatabaseRetry
 ) -> None:
-    """Seek back to the stored offsets, waiting out a database that does not answer."""
+    """Seek back to the stored offsets, waiting out a database that does not answer.
+
+    A seek only reads, so it does not end an outage: with a full disk reads work while every
+    batch fails. The next batch that commits does (``retry.succeeded()``), which keeps one
+    warning per outage and the backoff growing across its failed batches.
+    """
     while not stopping.is_set():
         try:
             await seek()
         except DATABASE_ERRORS as exc:
             await retry.pause(exc, stopping)
         else:
-            retry.succeeded()
             return
 
 

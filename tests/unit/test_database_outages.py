@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.edge.errors import ApiError, DatabaseUnavailable
 from ingest.edge.http import Response, error_response, error_response_v2
+from meterflow.kafka.consumer import reseek_until_done
 from meterflow.lifecycle.reconnect import Backoff, DatabaseRetry, outage_metrics
 from meterflow.store.outages import DATABASE_ERRORS, is_database_outage
 
@@ -129,3 +130,32 @@ def test_a_full_disk_is_named_in_the_503_and_an_unreachable_server_is_not() -> N
     assert "disk is full" in full.message
     assert "cannot reach its database" in gone.message
     assert "disk" not in gone.message
+
+
+async def test_a_seek_that_reads_again_does_not_end_the_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    retry = DatabaseRetry("rollups", registry, backoff=Backoff(min_s=0.0, max_s=0.0))
+    seeks: list[int] = []
+
+    async def seek() -> None:
+        seeks.append(len(seeks))
+        if len(seeks) < 3:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with caplog.at_level("INFO", logger="meterflow.lifecycle"):
+        # A batch fails on a full disk, the seek back works once the server answers reads...
+        retry.failed(asyncpg.exceptions.DiskFullError("no space left"))
+        await reseek_until_done(seek, asyncio.Event(), retry)
+        assert len(seeks) == 3
+        assert retry.in_outage
+        # ...and the next batch fails again: still the same outage, warned about once.
+        retry.failed(asyncpg.exceptions.DiskFullError("no space left"))
+        retry.succeeded()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    reconnects = registry.get_sample_value(
+        "meterflow_database_reconnects_total", {"component": "rollups"}
+    )
+    assert reconnects == 1.0
