@@ -24,6 +24,7 @@ from aiokafka.partitioner import murmur2
 
 from deploy.children import meterflow_child
 from deploy.ports import free_port
+from loadtest.bench.pg_io import io_counters, per_event
 from loadtest.bench.processes import mib, peak_rss_kib
 from loadtest.bench.stack import BenchStack
 from meterflow.kafka.producer import REQUEST_LINGER_MS, REQUEST_MAX_BATCH_BYTES, idempotent_producer
@@ -236,6 +237,7 @@ async def measure_fold(
     try:
         # The account may hold earlier folds (the preload's runs share one): count the change.
         counted_before = await folded_event_count(conn, workload.account_id)
+        io_before = await io_counters(conn)
         run = await fold_through(
             stack,
             prefix=prefix,
@@ -246,6 +248,7 @@ async def measure_fold(
             log_name=f"fold-{workload.name}",
         )
         counted = await folded_event_count(conn, workload.account_id) - counted_before
+        io = per_event(io_before, await io_counters(conn), produced.events)
     finally:
         await conn.close()
     done_s, first = run.done_s, run.first
@@ -270,6 +273,7 @@ async def measure_fold(
         "rollup_event_count": counted,
         "expected_rollup_event_count": produced.series if workload.one_window else produced.events,
         "peak_rss_mib": max(known) if known else None,
+        "database_per_event": io,
         "peak_rss_mib_each": peaks,
         "progress": run.progress,
     }

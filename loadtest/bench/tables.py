@@ -145,6 +145,11 @@ def _preload_rows(phase: dict[str, Any]) -> list[Row]:
             )
         else:
             result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
+        if io := fold.get("database_per_event"):
+            result += (
+                f"; per event {io['wal_bytes']:,.0f} B of WAL, {io['wal_fpi']:.2f} full-page "
+                f"images, {io['blks_read']:.2f} blocks read from outside shared buffers"
+            )
         if load.get("added_identifiers") or load.get("added_raw_events"):
             result += f"; this step's preload took {load['seconds']:,.0f} s"
         check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")

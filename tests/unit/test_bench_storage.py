@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from loadtest.bench.fold_rate import FoldWorkload, build_records, record_slices
+from loadtest.bench.pg_io import IoCounters, per_event
 from loadtest.bench.storage import GROUPS, ROLLUPS, TableSize, compacted, growth, measured_bytes
 from loadtest.bench.tables import result_rows
 from meterflow.records.meter_events import EventsRecord, decode
@@ -140,6 +141,28 @@ def test_preload_rows_compare_with_the_empty_database() -> None:
     assert "this step's preload took 95 s<br>rollups match" in row[1]
     assert row[3] == "empty database: 20,000 events/s"
     assert row[4] == "75.0 % of the empty database's rate"
+
+
+def test_preload_rows_name_what_postgresql_wrote_and_read_per_event() -> None:
+    before = IoCounters(wal_records=10, wal_fpi=5, wal_bytes=1_000, blks_read=0, blks_hit=7)
+    after = IoCounters(wal_records=60, wal_fpi=25, wal_bytes=401_000, blks_read=30, blks_hit=7)
+    io = per_event(before, after, 100)
+    assert io == {
+        "wal_records": 0.5, "wal_fpi": 0.2, "wal_bytes": 4000.0, "blks_read": 0.3, "blks_hit": 0.0,
+    }  # fmt: skip
+    step = {
+        "identifiers": 0,
+        "raw_events": 0,
+        "load": {},
+        "fold": {**_fold(15_000), "database_per_event": io},
+        "ratio_to_empty": 1.0,
+    }
+    phases = {"fold_preload": {"empty_events_per_s": 15_000.0, "steps": [step]}}
+    (row,) = result_rows({"phases": phases})
+    assert (
+        "per event 4,000 B of WAL, 0.20 full-page images, 0.30 blocks read from outside shared "
+        "buffers<br>rollups match" in row[1]
+    )
 
 
 WORKLOAD = FoldWorkload("w", "acct_x", (("mtr_a", "a"), ("mtr_b", "b")), 50, 1000, False)
