@@ -418,14 +418,22 @@ class Suite:
             fold = await measure_fold(
                 stack, workload, f"bench-fold-{label}-{run_id}.", plan.fold_deadline_s
             )
-            steps.append({"identifiers": size, "raw_events": preloader.raw_events,
-                          "load": load, "fold": fold})  # fmt: skip
+            # Again with the hot indexes in memory, as in a fold that has been running.
+            warm_up = await preloader.warm_up()
+            workload = replace(workload, name=f"{label}-warm")
+            say(f"aggregator fold rate, raw, on {size:,} preloaded identifiers, warm")
+            warm = await measure_fold(
+                stack, workload, f"bench-fold-{label}-warm-{run_id}.", plan.fold_deadline_s
+            )
+            steps.append({"identifiers": size, "raw_events": preloader.raw_events, "load": load,
+                          "fold": fold, "warm_up": warm_up, "fold_warm": warm})  # fmt: skip
         # The empty database: the first step if it preloads nothing, else the plain raw fold.
         empty = steps[0]["fold"] if plan.preload[0] == 0 else self.phases.get("fold_raw", {})
         baseline = empty.get("events_per_s")
         for step in steps:
-            rate = step["fold"]["events_per_s"]
-            step["ratio_to_empty"] = round(rate / baseline, 3) if rate and baseline else None
+            for fold_key, ratio_key in (("fold", "ratio_to_empty"), ("fold_warm", "warm_ratio")):
+                rate = step[fold_key]["events_per_s"]
+                step[ratio_key] = round(rate / baseline, 3) if rate and baseline else None
         self.phases["fold_preload"] = {
             "raw_ratio": plan.preload_raw_ratio,
             "customers": plan.preload_customers,

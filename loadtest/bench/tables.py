@@ -127,44 +127,57 @@ def _fold_rows(phases: dict[str, Any], copy_rps: float | None) -> list[Row]:
 
 
 def _preload_rows(phase: dict[str, Any]) -> list[Row]:
-    """The raw fold after each preload step, against the empty database's rate."""
+    """The raw fold after each preload step, against the empty database's rate: right after the
+    load (cold), and again once the hot indexes were read into memory (warm)."""
     rows: list[Row] = []
     empty = phase.get("empty_events_per_s")
     for step in phase["steps"]:
-        fold, load = step["fold"], step["load"]
         name = (
             f"Aggregator fold, raw meters, on {step['identifiers']:,} preloaded identifiers "
             f"(48 h) and {step['raw_events']:,} raw events (35 days)"
             if step["identifiers"]
             else "Aggregator fold, raw meters, in the preload's account before any preload"
         )
-        if fold.get("finished"):
-            result = (
-                f"{_n(fold['events_per_s'])} events/s from process start "
-                f"({_n(fold['events_per_s_after_first_fold'])} after the first batch)"
-            )
-        else:
-            result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
-        if io := fold.get("database_per_event"):
-            result += (
-                f"; per event {io['wal_bytes']:,.0f} B of WAL, {io['wal_fpi']:.2f} full-page "
-                f"images, {io['blks_read']:.2f} blocks read from outside shared buffers"
-            )
-        if load.get("added_identifiers") or load.get("added_raw_events"):
-            result += f"; this step's preload took {load['seconds']:,.0f} s"
-        check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")
-        result += "<br>rollups " + ("match" if check else "DO NOT match") + " the produced events"
-        ratio = step.get("ratio_to_empty")
-        rows.append(
-            (
-                name,
-                result,
-                "-",
-                f"empty database: {_n(empty)} events/s",
-                "n/a" if ratio is None else f"{100 * ratio:.1f} % of the empty database's rate",
-            )
+        load = step["load"]
+        took = (
+            f"; this step's preload took {load['seconds']:,.0f} s"
+            if load.get("added_identifiers") or load.get("added_raw_events")
+            else ""
         )
+        rows.append(_preload_row(name + ", right after the load", step["fold"], took,
+                                 empty, step.get("ratio_to_empty")))  # fmt: skip
+        if warm := step.get("fold_warm"):
+            read = f"; read into memory in {step['warm_up']['seconds']:,.0f} s"
+            rows.append(_preload_row(name + ", hot indexes in memory", warm, read,
+                                     empty, step.get("warm_ratio")))  # fmt: skip
     return rows
+
+
+def _preload_row(
+    name: str, fold: dict[str, Any], extra: str, empty: float | None, ratio: float | None
+) -> Row:
+    if fold.get("finished"):
+        result = (
+            f"{_n(fold['events_per_s'])} events/s from process start "
+            f"({_n(fold['events_per_s_after_first_fold'])} after the first batch)"
+        )
+    else:
+        result = f"did not finish: {fold.get('folded_records')}/{fold.get('records')} records"
+    if io := fold.get("database_per_event"):
+        result += (
+            f"; per event {io['wal_bytes']:,.0f} B of WAL, {io['wal_fpi']:.2f} full-page "
+            f"images, {io['blks_read']:.2f} blocks read from outside shared buffers"
+        )
+    result += extra
+    check = fold.get("rollup_event_count") == fold.get("expected_rollup_event_count")
+    result += "<br>rollups " + ("match" if check else "DO NOT match") + " the produced events"
+    return (
+        name,
+        result,
+        "-",
+        f"empty database: {_n(empty)} events/s",
+        "n/a" if ratio is None else f"{100 * ratio:.1f} % of the empty database's rate",
+    )
 
 
 _STORAGE_GROUPS = (

@@ -131,16 +131,23 @@ def test_preload_rows_compare_with_the_empty_database() -> None:
         "load": {"added_identifiers": 10_000_000, "added_raw_events": 20_000_000, "seconds": 95.0},
         "fold": _fold(15_000),
         "ratio_to_empty": 0.75,
+        "warm_up": {"seconds": 12.4, "rows": 30_000_000},
+        "fold_warm": _fold(19_000),
+        "warm_ratio": 0.95,
     }
     phases = {"fold_preload": {"empty_events_per_s": 20_000.0, "steps": [step]}}
-    (row,) = result_rows({"phases": phases})
-    assert row[0] == (
+    cold, warm = result_rows({"phases": phases})
+    assert cold[0] == (
         "Aggregator fold, raw meters, on 10,000,000 preloaded identifiers (48 h) and "
-        "20,000,000 raw events (35 days)"
+        "20,000,000 raw events (35 days), right after the load"
     )
-    assert "this step's preload took 95 s<br>rollups match" in row[1]
-    assert row[3] == "empty database: 20,000 events/s"
-    assert row[4] == "75.0 % of the empty database's rate"
+    assert "this step's preload took 95 s<br>rollups match" in cold[1]
+    assert cold[3] == "empty database: 20,000 events/s"
+    assert cold[4] == "75.0 % of the empty database's rate"
+    assert warm[0].endswith("(35 days), hot indexes in memory")
+    assert warm[1].startswith("19,000 events/s")
+    assert "read into memory in 12 s<br>rollups match" in warm[1]
+    assert warm[4] == "95.0 % of the empty database's rate"
 
 
 def test_preload_rows_name_what_postgresql_wrote_and_read_per_event() -> None:
