@@ -104,8 +104,32 @@ class PostgresServerConfig:
         return self.data_dir / f"{role}.password"
 
 
+# Shared buffers: a quarter of the machine's memory, within these bounds (MiB).
+SHARED_BUFFERS_MIN_MB = 128
+SHARED_BUFFERS_MAX_MB = 2048
+
+
+def shared_buffers_mb(memory_bytes: int) -> int:
+    """Shared buffers for a machine with ``memory_bytes`` of memory: a quarter of it, at least
+    :data:`SHARED_BUFFERS_MIN_MB` and at most :data:`SHARED_BUFFERS_MAX_MB`."""
+    return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, memory_bytes // 4 // 2**20))
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def server_settings(config: PostgresServerConfig) -> dict[str, str]:
-    """The ``-c`` settings the postmaster runs with, sized for a small (2-core) machine."""
+    """The ``-c`` settings the postmaster runs with, sized for a small (2-core) machine.
+
+    A durable server (``meterflow up``) is sized for the fold: its hot indexes (the dedupe set's
+    primary key above all, where inserts land at random) stay in shared buffers as long as they
+    fit, checkpoints come every 15 minutes rather than every few gigabytes of WAL, and full-page
+    images are compressed: each checkpoint makes the next change to every page write the whole
+    page to the WAL, so at a high event rate frequent checkpoints multiply the WAL several
+    times (measured in the README's "The fold at scale"). Under sustained load the WAL may then
+    take up to ``max_wal_size`` (16 GB) of disk.
+    """
     socket_dir = str(config.socket_dir)
     if len(f"{socket_dir}/.s.PGSQL.{config.port}") > _MAX_SOCKET_PATH:
         socket_dir = ""  # too long for a unix socket path: TCP on loopback only
@@ -124,7 +148,13 @@ def server_settings(config: PostgresServerConfig) -> dict[str, str]:
         "log_timezone": "UTC",
         "log_line_prefix": "%m [%p] %q%u@%d ",
     }
-    if not config.durable:
+    if config.durable:
+        settings |= {
+            "shared_buffers": f"{shared_buffers_mb(machine_memory_bytes())}MB",
+            "max_wal_size": "16GB",
+            "wal_compression": "on",
+        }
+    else:
         settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
     settings.update(config.extra_settings)
     return settings
