@@ -106,7 +106,7 @@ class PostgresServerConfig:
 
 # Shared buffers: a quarter of the machine's memory, within these bounds (MiB).
 SHARED_BUFFERS_MIN_MB = 128
-SHARED_BUFFERS_MAX_MB = 2048
+SHARED_BUFFERS_MAX_MB = 8192
 
 
 def shared_buffers_mb(memory_bytes: int) -> int:

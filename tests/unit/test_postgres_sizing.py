@@ -17,6 +17,7 @@ GIB = 2**30
 def test_shared_buffers_are_a_quarter_of_memory_within_bounds() -> None:
     assert shared_buffers_mb(4 * GIB) == 1024
     assert shared_buffers_mb(256 * 2**20) == SHARED_BUFFERS_MIN_MB
+    assert shared_buffers_mb(24 * GIB) == 6144
     assert shared_buffers_mb(64 * GIB) == SHARED_BUFFERS_MAX_MB
 
 
