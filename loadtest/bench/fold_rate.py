@@ -26,7 +26,7 @@ from deploy.children import meterflow_child
 from deploy.ports import free_port
 from loadtest.bench.pg_io import io_counters, per_event
 from loadtest.bench.processes import mib, peak_rss_kib
-from loadtest.bench.stack import BenchStack
+from loadtest.bench.stack import STOP_DEADLINE_S, BenchStack
 from meterflow.kafka.producer import REQUEST_LINGER_MS, REQUEST_MAX_BATCH_BYTES, idempotent_producer
 from meterflow.kafka.topics import (
     METER_EVENTS_PARTITIONS,
@@ -50,7 +50,6 @@ CUSTOMER_PREFIX = "cus_fold"
 CUSTOMER_DIGITS = 10
 _POLL_S = 0.1
 _PRODUCE_CHUNK = 2000
-_STOP_DEADLINE_S = 15.0
 
 
 def customer_id(n: int) -> str:
@@ -215,7 +214,7 @@ async def fold_through(
         run.peak_rss_kib = [peak_rss_kib(c.pid) if c.pid else None for c in children]
     finally:
         await asyncio.gather(
-            *(asyncio.to_thread(child.stop, _STOP_DEADLINE_S) for child in children)
+            *(asyncio.to_thread(child.stop, STOP_DEADLINE_S) for child in children)
         )
         await conn.close()
     return run

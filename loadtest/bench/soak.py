@@ -57,10 +57,13 @@ from loadtest.bench.processes import (
 from loadtest.bench.soak_kills import KillTarget, kill_midway, kill_rows
 from loadtest.bench.soak_report import soak_markdown
 from loadtest.bench.stack import (
+    READY_TIMEOUT_S,
     BenchStack,
     bench_stack,
     extra_ingest_processes,
     own_ready_url,
+    start_ready,
+    stop_all,
 )
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
@@ -68,8 +71,6 @@ from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
 from loadtest.provision import create_accounts, provision
 from loadtest.verify import verify_run
 from meterflow.kafka.topics import METER_EVENTS_PARTITIONS, meter_events_topic
-
-_READY_TIMEOUT_S = 60.0
 
 
 def say(message: str) -> None:
@@ -269,7 +270,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         for n, port in enumerate(free_port() for _ in range(plan.aggregators - 1))
     ]
     extra_ingest = extra_ingest_processes(stack, plan.ingest - 1)
-    for child in (*extra, *extra_ingest):
+    for child in extra:
         child.start()
     probe = LagProbe(stack)
     await probe.start()
@@ -277,9 +278,8 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     try:
         for child in extra:
             url = _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
-            await asyncio.to_thread(wait_http_ready, url, child, _READY_TIMEOUT_S)
-        for child in extra_ingest:
-            await asyncio.to_thread(wait_http_ready, own_ready_url(child), child, _READY_TIMEOUT_S)
+            await asyncio.to_thread(wait_http_ready, url, child, READY_TIMEOUT_S)
+        await start_ready(extra_ingest)
         run_id = new_run_id()
         made = await create_accounts(stack.database_url, plan.accounts, run_id)
         setup = await provision(
@@ -343,8 +343,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             verification = checked.as_dict()
     finally:
         await probe.stop()
-        for child in (*extra, *extra_ingest):
-            await asyncio.to_thread(child.stop, 15.0)
+        await asyncio.to_thread(stop_all, [*extra, *extra_ingest])
     peaks = {
         "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
         "aggregator": mib(peak_rss_kib(stack.aggregator.pid)) if stack.aggregator.pid else None,

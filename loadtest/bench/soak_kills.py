@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.children import ChildService, wait_http_ready
+from loadtest.bench.stack import READY_TIMEOUT_S
 from meterflow.errors import LauncherError
 
 RESTART_DELAY_S = 1.0
-_READY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ async def kill_and_restart(
     restarted_at = _seconds_since(started)
     ready_at: float | None = None
     try:
-        await asyncio.to_thread(wait_http_ready, target.ready_url, child, _READY_TIMEOUT_S)
+        await asyncio.to_thread(wait_http_ready, target.ready_url, child, READY_TIMEOUT_S)
         ready_at = _seconds_since(started)
     except LauncherError:
         pass  # the row says it never came back; the verification says what that cost

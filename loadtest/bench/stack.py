@@ -22,8 +22,9 @@ from meterflow.kafka.topics import ensure_topics, topic_specs
 from meterflow.settings import Settings, environment_variables, load_settings
 from meterflow.store.migrations import migrate
 
-_READY_TIMEOUT_S = 60.0
-_STOP_DEADLINE_S = 15.0
+# How long a bench child may take to become ready, and to stop.
+READY_TIMEOUT_S = 60.0
+STOP_DEADLINE_S = 15.0
 # Switched off for the measurements: the per-account token buckets (1,000 events/s single,
 # 10,000 stream, 100 or 25 requests/s for the rest of the API) would otherwise be what the
 # max-rate and billing phases measure; so is the failed-authentication limit per address, since
@@ -120,11 +121,11 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
         try:
             for child in (ingest, aggregator, alerts):
                 child.start()
-            wait_http_ready(f"{base_url}/readyz", ingest, _READY_TIMEOUT_S)
+            wait_http_ready(f"{base_url}/readyz", ingest, READY_TIMEOUT_S)
             metrics = f"http://{LOOPBACK}:{metrics_port}/metrics"
-            wait_http_ready(metrics, aggregator, _READY_TIMEOUT_S)
+            wait_http_ready(metrics, aggregator, READY_TIMEOUT_S)
             alerts_metrics = f"http://{LOOPBACK}:{alerts_port}/metrics"
-            wait_http_ready(alerts_metrics, alerts, _READY_TIMEOUT_S)
+            wait_http_ready(alerts_metrics, alerts, READY_TIMEOUT_S)
             say(f"stack up: API {base_url}, PostgreSQL :{pg_port}, Kafka :{kafka_port}")
             yield BenchStack(
                 settings=settings,
@@ -141,7 +142,7 @@ def bench_stack(data_dir: Path, log_dir: Path, say: Callable[[str], None]) -> It
             )
         finally:
             for child in (alerts, aggregator, ingest):
-                child.stop(_STOP_DEADLINE_S)
+                child.stop(STOP_DEADLINE_S)
 
 
 INGEST_METRICS_PORT_ENV = "METERFLOW_INGEST_METRICS_PORT"
@@ -172,9 +173,10 @@ async def start_ready(children: Sequence[ChildService]) -> None:
     for child in children:
         child.start()
     for child in children:
-        await asyncio.to_thread(wait_http_ready, own_ready_url(child), child, _READY_TIMEOUT_S)
+        await asyncio.to_thread(wait_http_ready, own_ready_url(child), child, READY_TIMEOUT_S)
 
 
 def stop_all(children: Sequence[ChildService]) -> None:
+    """Stop each child in turn, each within :data:`STOP_DEADLINE_S`."""
     for child in children:
-        child.stop(_STOP_DEADLINE_S)
+        child.stop(STOP_DEADLINE_S)
