@@ -120,7 +120,8 @@ def machine_memory_bytes() -> int:
 
 
 def server_settings(config: PostgresServerConfig) -> dict[str, str]:
-    """The ``-c`` settings the postmaster runs with, sized for a small (2-core) machine.
+    """The ``-c`` settings the postmaster runs with. A test server (not durable) is small and
+    skips every fsync.
 
     A durable server (``meterflow up``) is sized for the fold: its hot indexes (the dedupe set's
     primary key above all, where inserts land at random) stay in shared buffers as long as they
@@ -138,8 +139,6 @@ def server_settings(config: PostgresServerConfig) -> dict[str, str]:
         "port": str(config.port),
         "unix_socket_directories": socket_dir,
         "max_connections": "200",
-        "shared_buffers": "128MB",
-        "max_wal_size": "2GB",
         "min_wal_size": "256MB",
         "checkpoint_timeout": "15min",
         "max_parallel_workers_per_gather": "1",
@@ -155,7 +154,13 @@ def server_settings(config: PostgresServerConfig) -> dict[str, str]:
             "wal_compression": "on",
         }
     else:
-        settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= {
+            "shared_buffers": f"{SHARED_BUFFERS_MIN_MB}MB",
+            "max_wal_size": "2GB",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
     settings.update(config.extra_settings)
     return settings
 

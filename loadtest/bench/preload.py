@@ -365,7 +365,7 @@ class Preloader:
         at random in all of it) and the day partition of raw events that new events go to, with
         its index. Right after a load they are on disk only (reading the rest of the load pushed
         them out of memory), which a fold that has been running for a while never meets.
-        Returns the pages read and how long that took."""
+        Returns how long that took and the rows the reads counted."""
         started = time.perf_counter()
         conn = await asyncpg.connect(self._url)
         try:
@@ -374,7 +374,8 @@ class Preloader:
                 await conn.execute("SET LOCAL enable_seqscan = off")
                 await conn.execute("SET LOCAL enable_bitmapscan = off")
                 identifiers = await conn.fetchval(_WARM_IDENTIFIERS)
-                today = int(time.time()) - int(time.time()) % DAY_S
+                now_s = int(time.time())
+                today = now_s - now_s % DAY_S
                 raw = await conn.fetchval(_WARM_RAW_EVENTS, today, self._tenant.account_id)
                 await conn.execute("RESET enable_seqscan")
                 await conn.execute("RESET enable_bitmapscan")
