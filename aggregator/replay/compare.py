@@ -111,11 +111,15 @@ def _rows(
 ) -> str:
     """The scope's rows of one table with ``bucket`` in ``[lower, $4)``: all of them, or only
     those of the keys in ``rebuild_recheck`` (which never overlap)."""
+    source = f"{schema}.{table}"
+    if table == "meter_events":  # keyed by series id: the series' columns come from its row
+        source = f"""(SELECT s.account_id, s.livemode, s.meter_id, s.customer, e.*
+                      FROM {source} e JOIN event_series s USING (series_id))"""
     if not restricted:
-        return f"""(SELECT * FROM {schema}.{table}
+        return f"""(SELECT * FROM {source} t
                     WHERE account_id = $1 AND meter_id = ANY($2::text[])
                       AND {bucket} >= {lower} AND {bucket} < $4)"""
-    return f"""(SELECT t.* FROM {RECHECK} k JOIN {schema}.{table} t
+    return f"""(SELECT t.* FROM {RECHECK} k JOIN {source} t
                   ON t.account_id = $1 AND t.meter_id = ANY($2::text[])
                  AND t.livemode = k.livemode AND t.meter_id = k.meter_id
                  AND t.customer = k.customer AND (k.level IS NULL OR k.level = '{level}')

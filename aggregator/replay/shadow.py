@@ -4,7 +4,8 @@ The shadow schema holds tables named and shaped like the fold's (``event_identif
 ``meter_events``, ``rollups_minute``, ``rollups_hour``, ``rollups_day``, ``window_survivors``,
 ``usage_changes``, ``consumer_offsets``). A connection whose ``search_path`` puts the shadow
 schema first therefore runs the fold's own statements, unchanged, against the shadow tables,
-while ``meters`` (not shadowed) still resolves to the live one. Everything but the raw events is
+while ``meters`` and ``event_series`` (not shadowed) still resolve to the live ones: series ids
+mean the same on both sides. Everything but the raw events is
 unlogged: a crashed rebuild is simply started again.
 """
 
@@ -63,10 +64,7 @@ async def create_shadow(conn: Conn, live: str) -> Schemas:
             f"""CREATE TABLE {shadow}.meter_events (LIKE {live}.meter_events INCLUDING DEFAULTS)
                 PARTITION BY RANGE (event_ts)"""
         )
-        await conn.execute(
-            f"""CREATE INDEX ON {shadow}.meter_events
-                (account_id, livemode, meter_id, customer, event_ts)"""
-        )
+        await conn.execute(f"CREATE INDEX ON {shadow}.meter_events (series_id, event_ts)")
     return Schemas(live=live, shadow=shadow)
 
 

@@ -19,6 +19,7 @@ from aggregator.replay.compare import RecheckKey
 from aggregator.replay.scope import RebuildScope, select_segments
 from aggregator.rollups.columns import Segment
 from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.series import EventSeries
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.offsets import spans_of
 from meterflow.kafka.positions import read_ranges
@@ -61,6 +62,7 @@ class ShadowFolder:
         self.counts = FoldCounts()
         self._progress = progress
         self._windows = MeterWindows()
+        self._series = EventSeries()
         self._known_days: set[int] = set()
         # While set, every (mode, meter, customer, day) a folded event touches, and every
         # (mode, meter, customer) a cancel touches (its event's day is not in the record).
@@ -114,7 +116,7 @@ class ShadowFolder:
             self._known_days |= days
         outcome = await apply_batch(
             self._conn, group=REBUILD_GROUP, topic=self._topic, spans=spans_of(offsets),
-            segments=segments, meter_windows=self._windows,
+            segments=segments, meter_windows=self._windows, series=self._series,
         )  # fmt: skip
         self.counts.records += len(records)
         self.counts.events_selected += sum(len(s.events) for s in segments)

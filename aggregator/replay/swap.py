@@ -39,6 +39,10 @@ def _count(status: str) -> int:
     return int(status.rpartition(" ")[2])
 
 
+# Raw events and identifiers carry a series id; their key columns are the series' (as ``t``).
+_SERIES = "JOIN event_series t USING (series_id)"
+
+
 async def _replace(conn: Conn, schemas: Schemas, table: str, *, level: str, match: str,
                    account_id: str) -> tuple[int, int]:  # fmt: skip
     deleted = await conn.execute(
@@ -55,6 +59,23 @@ async def _replace(conn: Conn, schemas: Schemas, table: str, *, level: str, matc
     return _count(deleted), _count(inserted)
 
 
+async def _replace_events(conn: Conn, schemas: Schemas, account_id: str) -> tuple[int, int]:
+    """Step 2: the raw events (``e``) of each differing (meter, customer, day)."""
+    match = f"e.event_ts >= d.bucket_ts AND e.event_ts < d.bucket_ts + {DAY_S}"
+    deleted = await conn.execute(
+        f"""DELETE FROM {schemas.live}.meter_events e USING event_series t, {DIFFERENCES} d
+            WHERE e.series_id = t.series_id AND d.level = 'events' AND {_KEY} AND {match}""",
+        account_id,
+    )
+    inserted = await conn.execute(
+        f"""INSERT INTO {schemas.live}.meter_events
+            SELECT e.* FROM {schemas.shadow}.meter_events e {_SERIES} JOIN {DIFFERENCES} d
+              ON d.level = 'events' AND {_KEY} AND {match}""",
+        account_id,
+    )
+    return _count(deleted), _count(inserted)
+
+
 async def swap(conn: Conn, schemas: Schemas, bounds: Bounds, *, now_ms: int,
                dedupe_ms: int) -> Swapped:  # fmt: skip
     """Steps 1 to 4 of the module docstring, in the caller's transaction."""
@@ -63,25 +84,21 @@ async def swap(conn: Conn, schemas: Schemas, bounds: Bounds, *, now_ms: int,
     replaced = [(table, level, f"t.{bucket} = d.bucket_ts")
                 for level, (table, bucket, _size) in ROLLUP_LEVELS.items()]  # fmt: skip
     replaced.append(("window_survivors", "window", "t.window_ts = d.bucket_ts"))
-    replaced.append(
-        (
-            "meter_events",
-            "events",
-            f"t.event_ts >= d.bucket_ts AND t.event_ts < d.bucket_ts + {DAY_S}",
-        )
-    )
     for table, level, match in replaced:
         gone, added = await _replace(
             conn, schemas, table, level=level, match=match, account_id=account_id
         )
         deleted += gone
         inserted += added
+    gone, added = await _replace_events(conn, schemas, account_id)
+    deleted += gone
+    inserted += added
     restored = await conn.execute(
         f"""INSERT INTO {schemas.live}.event_identifiers
-            SELECT t.* FROM {schemas.shadow}.event_identifiers t JOIN {DIFFERENCES} d
+            SELECT e.* FROM {schemas.shadow}.event_identifiers e {_SERIES} JOIN {DIFFERENCES} d
               ON d.level = 'events' AND {_KEY}
-             AND t.event_ts >= d.bucket_ts AND t.event_ts < d.bucket_ts + {DAY_S}
-            WHERE t.received_ms >= $2
+             AND e.event_ts >= d.bucket_ts AND e.event_ts < d.bucket_ts + {DAY_S}
+            WHERE e.received_ms >= $2
             ON CONFLICT DO NOTHING""",
         account_id,
         now_ms - dedupe_ms,

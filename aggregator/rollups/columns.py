@@ -7,11 +7,14 @@ and the ``last`` election happen in SQL (:mod:`aggregator.rollups.event_store`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from meterflow.records.meter_events import CancelRecord, EventsRecord, MeterEventsRecord
 from meterflow.windows import day_of
+
+# (account, livemode, meter, customer): one series of events, ``event_series`` in PostgreSQL.
+SeriesKey = tuple[str, bool, str, str]
 
 
 @dataclass(slots=True)
@@ -28,6 +31,8 @@ class EventColumns:
     received_ms: list[int] = field(default_factory=list)
     receipt_batch: list[str] = field(default_factory=list)
     receipt_index: list[int] = field(default_factory=list)
+    # Filled before the run is stored (:class:`aggregator.rollups.series.EventSeries`).
+    series_id: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.identifier)
@@ -56,9 +61,15 @@ class EventColumns:
     def meter_ids(self) -> set[str]:
         return set(self.meter_id)
 
+    def series_keys(self) -> Iterator[SeriesKey]:
+        """Each event's series, row by row."""
+        return zip(self.account_id, self.livemode, self.meter_id, self.customer, strict=True)
+
     def arrays(self) -> tuple[list[str], list[bool], list[str], list[str], list[str], list[str],
-                              list[int], list[int], list[str], list[int]]:  # fmt: skip
-        """The columns in the fold statement's parameter order ($1 … $10)."""
+                              list[int], list[int], list[str], list[int], list[int]]:  # fmt: skip
+        """The columns in the fold statement's parameter order ($1 … $11)."""
+        if len(self.series_id) != len(self):
+            raise ValueError("the run's series ids are not assigned")
         return (
             self.account_id,
             self.livemode,
@@ -70,6 +81,7 @@ class EventColumns:
             self.received_ms,
             self.receipt_batch,
             self.receipt_index,
+            self.series_id,
         )
 
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from aggregator.rollups.columns import segments as split_segments
 from aggregator.rollups.lanes import lanes
 from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.series import EventSeries
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.consumer import Batch, StoredOffsetConsumer, batch_offsets
 from meterflow.kafka.offsets import spans_of
@@ -108,6 +109,7 @@ class RollupConsumer(StoredOffsetConsumer):
         self._known_days: set[int] = set()
         self._lanes = settings.aggregator.fold_lanes
         self._meter_windows = MeterWindows()
+        self._series = EventSeries()
         # Told after each commit that changed usage (the usage relay wakes on it).
         self._on_fold = on_fold
 
@@ -151,7 +153,7 @@ class RollupConsumer(StoredOffsetConsumer):
                 self._known_days |= days
             outcome = await apply_batch(
                 conn, group=self._group, topic=self._topic, spans=spans_of(offsets),
-                segments=segments, meter_windows=self._meter_windows,
+                segments=segments, meter_windows=self._meter_windows, series=self._series,
             )  # fmt: skip
         # Both clocks are wall clocks (ingest's stamp, ours now): skew between hosts shows here.
         self.metrics.observe_freshness(records, int(time.time() * 1000))

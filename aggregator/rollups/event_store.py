@@ -3,9 +3,9 @@
 One round trip per run of events, whatever its size. PostgreSQL does the per-event work in C:
 
 1. keep the first received event of each identifier within the run (receipt order);
-2. record identifiers in ``event_identifiers`` (as their ``event_digest``); those already there
-   are duplicates and stop here;
-3. store the new events in ``meter_events``;
+2. record identifiers in ``event_identifiers`` (as their ``event_digest``, with the event's
+   series id); those already there are duplicates and stop here;
+3. store the new events in ``meter_events`` (keyed by series id and event time);
 4. for raw meters, add each (meter, customer, minute)'s sum and count to ``rollups_minute`` and
    let its latest received event become the minute's ``last`` if it was received after the
    stored one; the same for its hour in ``rollups_hour`` and its day in ``rollups_day``, added
@@ -48,7 +48,7 @@ def _bucket_rows(name: str, bucket: str, size_s: int) -> str:
            sum(value) OVER k AS value_sum, count(*) OVER k AS event_count, value AS last_value,
            received_ms, receipt_batch, receipt_index
     FROM (SELECT *, event_ts - event_ts % {size_s} AS {bucket} FROM new
-          WHERE meter_id <> ALL($11::text[])) raw_meters
+          WHERE meter_id <> ALL($12::text[])) raw_meters
     WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, {bucket})
     ORDER BY account_id, livemode, meter_id, customer, {bucket}, {_RECEIPT_DESC}"""
 
@@ -89,19 +89,18 @@ def _add_to(table: str, bucket: str, rows: str) -> str:
 _STORE_EVENTS = f"""
 WITH incoming AS (
     SELECT account_id, livemode, meter_id, customer, identifier, value::numeric AS value,
-           event_ts, received_ms, receipt_batch, receipt_index
+           event_ts, received_ms, receipt_batch, receipt_index, series_id
     FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::bigint[], $8::bigint[], $9::text[], $10::int[])
+                $7::bigint[], $8::bigint[], $9::text[], $10::int[], $11::bigint[])
          AS i(account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
-              receipt_batch, receipt_index)
+              receipt_batch, receipt_index, series_id)
 ), firsts AS (
     SELECT DISTINCT ON (digest) *
     FROM (SELECT *, event_digest(account_id, livemode, identifier) AS digest FROM incoming) i
     ORDER BY digest, {_RECEIPT_ASC}
 ), fresh AS (
-    INSERT INTO event_identifiers
-        (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
-    SELECT digest, account_id, livemode, meter_id, customer, event_ts, received_ms
+    INSERT INTO event_identifiers (digest, series_id, event_ts, received_ms)
+    SELECT digest, series_id, event_ts, received_ms
     FROM firsts
     ON CONFLICT DO NOTHING
     RETURNING digest
@@ -109,10 +108,8 @@ WITH incoming AS (
     SELECT f.* FROM firsts f JOIN fresh USING (digest)
 ), stored AS (
     INSERT INTO meter_events
-        (account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
-         receipt_batch, receipt_index)
-    SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
-           receipt_batch, receipt_index
+        (series_id, event_ts, identifier, value, received_ms, receipt_batch, receipt_index)
+    SELECT series_id, event_ts, identifier, value, received_ms, receipt_batch, receipt_index
     FROM new
 ), {_bucket_rows("minutes", "minute_ts", MINUTE_S)}
 ), rolled AS (
@@ -133,7 +130,7 @@ WITH incoming AS (
     GROUP BY account_id, livemode, meter_id, customer
 ), candidates AS (
     SELECT DISTINCT ON (account_id, livemode, meter_id, customer, event_ts - event_ts % size) n.*
-    FROM new n JOIN unnest($11::text[], $12::bigint[]) AS w(meter_id, size) USING (meter_id)
+    FROM new n JOIN unnest($12::text[], $13::bigint[]) AS w(meter_id, size) USING (meter_id)
     ORDER BY account_id, livemode, meter_id, customer, event_ts - event_ts % size,
              {_RECEIPT_DESC}
 )

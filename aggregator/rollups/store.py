@@ -12,6 +12,7 @@ from aggregator.rollups.event_store import store_events
 from aggregator.rollups.fold import EventRow, keyed_by_window, latest_per_window, overwrites
 from aggregator.rollups.hour_store import HourKey, hour_of, refresh_hours
 from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.series import SERIES_OF, EventSeries
 from aggregator.rollups.window_store import apply_overwrites, recompute_window, stored_survivors
 from aggregator.usage_feed.outbox import UsageChanges, record_usage_changes
 from meterflow.kafka.offsets import PartitionSpan, advance_offsets, fence_offsets
@@ -52,8 +53,7 @@ async def recompute_minute(
 ) -> None:
     """Rebuild one rollup row from the raw events that still count."""
     scope = (account_id, livemode, meter_id, customer, minute_ts, minute_ts + MINUTE_S)
-    where = """account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-               AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled"""
+    where = f"""series_id = ({SERIES_OF}) AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled"""
     totals = await conn.fetchrow(
         f"SELECT coalesce(sum(value), 0) AS s, count(*) AS c FROM meter_events WHERE {where}",
         *scope,
@@ -122,8 +122,9 @@ async def _apply_cancel(
 ) -> tuple[UsageKey, int] | None:
     """Cancel the event; returns its (meter, customer) key and time, or None if nothing matched."""
     target = await conn.fetchrow(
-        """SELECT meter_id, customer, event_ts FROM event_identifiers
-           WHERE digest = event_digest($1, $2, $3)""",
+        """SELECT i.series_id, s.meter_id, s.customer, i.event_ts
+           FROM event_identifiers i JOIN event_series s USING (series_id)
+           WHERE i.digest = event_digest($1, $2, $3)""",
         cancel.account_id,
         cancel.livemode,
         cancel.identifier,
@@ -132,14 +133,10 @@ async def _apply_cancel(
         return None
     status = await conn.execute(
         """UPDATE meter_events SET cancelled = true
-           WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
-             AND identifier = $5 AND event_ts = $6 AND NOT cancelled""",
-        cancel.account_id,
-        cancel.livemode,
-        target["meter_id"],
-        target["customer"],
-        cancel.identifier,
+           WHERE series_id = $1 AND event_ts = $2 AND identifier = $3 AND NOT cancelled""",
+        target["series_id"],
         target["event_ts"],
+        cancel.identifier,
     )
     if status.endswith(" 0"):
         return None
@@ -184,6 +181,7 @@ async def apply_batch(
     spans: Sequence[PartitionSpan],
     segments: Sequence[Segment],
     meter_windows: MeterWindows,
+    series: EventSeries,
 ) -> FoldOutcome:
     """Fold one consumed batch exactly once.
 
@@ -202,8 +200,11 @@ async def apply_batch(
        added to (:mod:`aggregator.rollups.hour_store`).
     5. Append the usage the cancels changed to ``usage_changes``.
     6. Advance the stored offsets past the batch.
-    All of it commits together, or none of it does.
+    All of it commits together, or none of it does. Before it, the runs' series ids are read or
+    created (:class:`~aggregator.rollups.series.EventSeries`), committed on their own unless the
+    caller holds a transaction.
     """
+    await series.assign(conn, segments)
     outcome = FoldOutcome()
     changes = UsageChanges()
     async with conn.transaction():

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from aggregator.rollups.fold import EventRow, Overwrite, WindowKey
+from aggregator.rollups.series import SERIES_OF
 from meterflow.receipt import receipt_order
 from meterflow.store.pg import Conn
 from meterflow.windows import WINDOW_S, TimeWindow, minute_of
@@ -136,10 +137,11 @@ async def recompute_window(conn: Conn, key: WindowKey, window: TimeWindow) -> No
     """Re-elect a window's survivor from the raw events that still count (after a cancel)."""
     account_id, livemode, meter_id, customer, window_ts = key
     latest = await conn.fetchrow(
-        f"""SELECT account_id, livemode, meter_id, customer, identifier, value, event_ts,
-                  received_ms, receipt_batch, receipt_index
+        f"""SELECT $1::text AS account_id, $2::bool AS livemode, $3::text AS meter_id,
+                  $4::text AS customer, identifier, value, event_ts, received_ms, receipt_batch,
+                  receipt_index
            FROM meter_events
-           WHERE account_id = $1 AND livemode = $2 AND meter_id = $3 AND customer = $4
+           WHERE series_id = ({SERIES_OF})
              AND event_ts >= $5 AND event_ts < $6 AND NOT cancelled
            ORDER BY {receipt_order(latest_first=True)} LIMIT 1""",
         account_id,

@@ -47,9 +47,10 @@ class PgProcessedEvents:
 
     async def find(self, who: Principal, identifier: str) -> ProcessedEvent | None:
         row = await self._pool.fetchrow(
-            """SELECT e.meter_id, m.event_name, e.customer, e.received_ms
+            """SELECT s.meter_id, m.event_name, s.customer, e.received_ms
                FROM event_identifiers e
-               LEFT JOIN meters m ON m.id = e.meter_id
+               JOIN event_series s USING (series_id)
+               LEFT JOIN meters m ON m.id = s.meter_id
                WHERE e.digest = event_digest($1, $2, $3)""",
             who.account_id,
             who.livemode,

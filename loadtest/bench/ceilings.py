@@ -32,6 +32,13 @@ _LOOP_CUSTOMERS = 1000
 # ProducerPerformance runs at most this long per record size: "a few seconds", whatever the
 # plan gives the loop.
 _PERF_TARGET_S = 5.0
+# The ceiling is kept as it was first measured, so ratios to it compare across runs: rows the
+# width of a raw event keyed by its series' text (meter_events before series ids, sql/0017).
+_SCRATCH_DDL = f"""CREATE TABLE {_SCRATCH_TABLE} (
+    account_id text NOT NULL, livemode boolean NOT NULL, meter_id text NOT NULL,
+    customer text NOT NULL, identifier text NOT NULL, value numeric NOT NULL,
+    event_ts bigint NOT NULL, received_ms bigint NOT NULL, receipt_batch text NOT NULL,
+    receipt_index integer NOT NULL, cancelled boolean NOT NULL DEFAULT false)"""
 _COPY_COLUMNS = (
     "account_id", "livemode", "meter_id", "customer", "identifier", "value", "event_ts",
     "received_ms", "receipt_batch", "receipt_index",
@@ -152,7 +159,7 @@ async def postgres_copy_ceiling(
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {_SCRATCH_TABLE}")
-        await conn.execute(f"CREATE TABLE {_SCRATCH_TABLE} (LIKE meter_events INCLUDING DEFAULTS)")
+        await conn.execute(_SCRATCH_DDL)
         await conn.execute(
             f"CREATE INDEX ON {_SCRATCH_TABLE} (account_id, livemode, meter_id, customer, event_ts)"
         )
@@ -182,8 +189,9 @@ async def postgres_copy_ceiling(
     finally:
         await conn.close()
     return {
-        "tool": "asyncpg copy_records_to_table into a logged table shaped like meter_events "
-        f"(same columns and index), {chunk} rows per transaction",
+        "tool": "asyncpg copy_records_to_table into a logged table of text-keyed raw events "
+        f"(meter_events' columns and window index before series ids), {chunk} rows per "
+        "transaction",
         "rows": copied,
         "rows_per_s": round(copied / elapsed, 1),
     }

@@ -186,39 +186,57 @@ def create_statements(table: str, index: IndexDefinition, fillfactor: int | None
 
 # -- SQL ---------------------------------------------------------------------------------------
 
-# Per row: h, a 64-bit hash of the row's number, picks meter, customer, value and delays.
+# Per row: h, a 64-bit hash of the row's number, picks meter, customer, value and delays. The
+# tenant's series are created first (_SERIES); each row then finds its series id by
+# (meter, customer) in a hash join.
 _METER = "($4::text[])[1 + ((h >> 32) & 65535) % cardinality($4::text[])]"
 _CUSTOMER = "$5 || lpad(((h & 2147483647) % $6)::text, $7, '0')"
+_SERIES_OF_ROW = (
+    "JOIN event_series s ON s.account_id = $1 AND s.livemode = $2 "
+    "AND s.meter_id = g.meter_id AND s.customer = g.customer"
+)
+
+# $1 account, $2 livemode, $3 meters, $4 customer prefix, $5 customers, $6 digits.
+_SERIES = """
+INSERT INTO event_series (account_id, livemode, meter_id, customer)
+SELECT $1, $2, m, $4 || lpad(c::text, $6, '0')
+FROM unnest($3::text[]) m, generate_series(0, $5 - 1) c
+ON CONFLICT DO NOTHING
+"""
 
 # $1 account, $2 livemode, $3 salt, $4 meters, $5 customer prefix, $6 customers, $7 digits,
 # rows [$8, $9) of the step's [$10, $10 + $11), receipt times over [$12, $12 + $13) ms.
 _IDENTIFIERS = f"""
-INSERT INTO event_identifiers
-    (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
-SELECT event_digest($1, $2, md5($3 || i::text)::uuid::text), $1, $2, {_METER}, {_CUSTOMER},
+INSERT INTO event_identifiers (digest, series_id, event_ts, received_ms)
+SELECT event_digest($1, $2, md5($3 || i::text)::uuid::text), s.series_id,
        received_ms / 1000 - ((h >> 48) & 63), received_ms
-FROM (SELECT i, hashint8extended(i, 0) AS h,
-             $12::bigint + (i - $10) * $13::bigint / $11::bigint AS received_ms
-      FROM generate_series($8::bigint, $9::bigint - 1) i) g
+FROM (SELECT i, h, {_METER} AS meter_id, {_CUSTOMER} AS customer, received_ms
+      FROM (SELECT i, hashint8extended(i, 0) AS h,
+                   $12::bigint + (i - $10) * $13::bigint / $11::bigint AS received_ms
+            FROM generate_series($8::bigint, $9::bigint - 1) i) r) g
+{_SERIES_OF_ROW}
 """
 
 # As above, then: event times over [$10, $10 + $11) s for rows [$8, $9), $12 the batch prefix.
 _RAW_EVENTS = f"""
 INSERT INTO meter_events
-    (account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
-     receipt_batch, receipt_index)
-SELECT $1, $2, {_METER}, {_CUSTOMER}, md5($3 || 'r' || i::text)::uuid::text,
-       ((h >> 16) & 1023) + 1, event_ts, event_ts * 1000 + ((h >> 48) & 4095),
+    (series_id, event_ts, identifier, value, received_ms, receipt_batch, receipt_index)
+SELECT s.series_id, event_ts, md5($3 || 'r' || i::text)::uuid::text,
+       ((h >> 16) & 1023) + 1, event_ts * 1000 + ((h >> 48) & 4095),
        $12 || lpad(to_hex(i / 100), 16, '0'), (i % 100)::int
-FROM (SELECT i, hashint8extended(i, 1) AS h,
-             $10::bigint + (i - $8) * $11::bigint / ($9::bigint - $8::bigint) AS event_ts
-      FROM generate_series($8::bigint, $9::bigint - 1) i) g
+FROM (SELECT i, h, {_METER} AS meter_id, {_CUSTOMER} AS customer, event_ts
+      FROM (SELECT i, hashint8extended(i, 1) AS h,
+                   $10::bigint + (i - $8) * $11::bigint / ($9::bigint - $8::bigint) AS event_ts
+            FROM generate_series($8::bigint, $9::bigint - 1) i) r) g
+{_SERIES_OF_ROW}
 """
 
 _WARM_IDENTIFIERS = "SELECT count(digest) FROM event_identifiers"
 # $1 today's UTC day start, $2 the account: the window index of today's partition.
 _WARM_RAW_EVENTS = """
-SELECT count(*) FROM meter_events WHERE account_id = $2 AND event_ts >= $1 AND event_ts < $1 + 86400
+SELECT count(*) FROM meter_events
+WHERE series_id IN (SELECT series_id FROM event_series WHERE account_id = $2)
+  AND event_ts >= $1 AND event_ts < $1 + 86400
 """
 _WARM_RAW_HEAP = "SELECT count(*) FROM meter_events WHERE event_ts >= $1 AND event_ts < $1 + 86400"
 
@@ -334,6 +352,7 @@ class Preloader:
             f"preload: adding {adding[0]:,} identifiers (48 h of receipt times) and "
             f"{adding[1]:,} raw events (35 days of event time)"
         )
+        await self._create_series()
         lanes = await asyncio.gather(
             self._identifier_lane(self.identifiers, identifiers, now_ms),
             self._raw_lane(self.raw_events, raw, now_ms // 1000),
@@ -394,6 +413,17 @@ class Preloader:
             f"preload: identifiers {ids:,}/{self._target['event_identifiers']:,}, raw events "
             f"{raw:,}/{self._target['meter_events']:,} ({elapsed:.0f} s)"
         )
+
+    async def _create_series(self) -> None:
+        t = self._tenant
+        conn = await asyncpg.connect(self._url)
+        try:
+            await conn.execute(
+                _SERIES, t.account_id, t.livemode, list(t.meter_ids), t.customer_prefix,
+                t.customers, t.customer_digits,
+            )  # fmt: skip
+        finally:
+            await conn.close()
 
     async def _identifier_lane(self, have: int, want: int, now_ms: int) -> dict[str, Any]:
         t = self._tenant

@@ -8,7 +8,8 @@ WAL position is read; the differences divided by the events accepted (new rows i
 set) give bytes per event for each group of tables:
 
 - the dedupe set: ``event_identifiers``;
-- raw events: ``meter_events``, all partitions;
+- raw events: ``meter_events``, all partitions, and the series ids they refer to
+  (``event_series``, a row per series);
 - rollups: ``rollups_minute``, ``rollups_hour``, ``rollups_day``, ``window_survivors``;
 - transient rows: ``usage_changes`` (kept 24 hours).
 
@@ -36,7 +37,7 @@ from meterflow.kafka.topics import ensure_topics, meter_events_topic, topic_spec
 ROLLUPS = ("rollups_minute", "rollups_hour", "rollups_day", "window_survivors")
 GROUPS: dict[str, tuple[str, ...]] = {
     "dedupe set": ("event_identifiers",),
-    "raw events": ("meter_events",),
+    "raw events": ("meter_events", "event_series"),
     "rollups": ROLLUPS,
     "transient": ("usage_changes",),
 }
@@ -219,6 +220,9 @@ async def measure_storage(
 async def _identifiers(conn: asyncpg.Connection, accounts: list[str]) -> int:
     return int(
         await conn.fetchval(
-            "SELECT count(*) FROM event_identifiers WHERE account_id = ANY($1::text[])", accounts
+            """SELECT count(*) FROM event_identifiers
+               WHERE series_id IN (SELECT series_id FROM event_series
+                                   WHERE account_id = ANY($1::text[]))""",
+            accounts,
         )
     )

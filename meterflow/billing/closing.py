@@ -268,7 +268,9 @@ async def invoice_at_cancel(
         subscription = dataclasses.replace(subscription, open_period_start=period[1])
         period = subscription.open_period()
     if invoice_now:
-        cut = min(period[1], minute_of(now_s) + (0 if now_s % MINUTE_S == 0 else MINUTE_S))
+        # The whole current minute, even when ``now_s`` is its first second: an event stamped
+        # in that very second is usage so far.
+        cut = min(period[1], minute_of(now_s) + MINUTE_S)
         await invoice_period(
             conn, owner, subscription, (period[0], max(cut, period[0])),
             reason="subscription_update", close_key=f"cancel:{period[0]}", now_s=now_s,

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from aggregator.rollups.columns import segments
 from aggregator.rollups.consumer import RollupConsumer
 from aggregator.rollups.meter_windows import MeterWindows
+from aggregator.rollups.series import EventSeries
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
 from meterflow.kafka.offsets import OffsetFenced, PartitionSpan
 from meterflow.kafka.topics import meter_events_topic
@@ -126,14 +127,14 @@ async def test_a_stale_consumer_is_fenced_and_applies_nothing(database_url: str)
         await ensure_event_partitions(conn, event_days(rows))
         first = await apply_batch(
             conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=rows,
-            meter_windows=MeterWindows(),
+            meter_windows=MeterWindows(), series=EventSeries(),
         )  # fmt: skip
         assert first.events_new == 1
         again = segments([events_record(2, "b", [("z2", "cus_1", "7", NOW)])])
         with pytest.raises(OffsetFenced):  # stored offset is 1, this batch claims to start at 0
             await apply_batch(
                 conn, group="g", topic="t", spans=[PartitionSpan(0, 0, 1)], segments=again,
-                meter_windows=MeterWindows(),
+                meter_windows=MeterWindows(), series=EventSeries(),
             )  # fmt: skip
         assert await conn.fetchval("SELECT next_offset FROM consumer_offsets") == 1
         assert await conn.fetchval("SELECT count(*) FROM event_identifiers") == 1

@@ -36,9 +36,20 @@ TABLES = {
     "rollups_hour": "account_id, livemode, meter_id, customer, hour_ts",
     "rollups_day": "account_id, livemode, meter_id, customer, day_ts",
     "window_survivors": "account_id, livemode, meter_id, customer, window_ts",
-    "meter_events": "account_id, livemode, meter_id, customer, identifier",
+    "meter_events": "meter_id, customer, identifier",
     "event_identifiers": "digest",
     "usage_changes": "seq",
+}
+
+# Raw events and identifiers carry a series id: read with their series' columns, as before it.
+SOURCES = {
+    "meter_events": """(SELECT s.account_id, s.livemode, s.meter_id, s.customer, e.identifier,
+                               e.value, e.event_ts, e.received_ms, e.receipt_batch,
+                               e.receipt_index, e.cancelled
+                        FROM meter_events e JOIN event_series s USING (series_id)) t""",
+    "event_identifiers": """(SELECT s.account_id, s.livemode, s.meter_id, s.customer, i.digest,
+                                    i.event_ts, i.received_ms
+                             FROM event_identifiers i JOIN event_series s USING (series_id)) t""",
 }
 
 
@@ -65,7 +76,8 @@ async def _snapshot(database_url: str) -> dict[str, list[Any]]:
             table: [
                 tuple(r)
                 for r in await conn.fetch(
-                    f"SELECT * FROM {table} WHERE account_id = 'acct_1' ORDER BY {keys}"
+                    f"SELECT * FROM {SOURCES.get(table, table)} WHERE account_id = 'acct_1' "
+                    f"ORDER BY {keys}"
                 )
             ]
             for table, keys in TABLES.items()

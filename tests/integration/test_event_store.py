@@ -10,8 +10,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from aggregator.rollups.columns import EventColumns
+from aggregator.rollups.columns import EventColumns, Segment
 from aggregator.rollups.event_store import StoredRun, store_events
+from aggregator.rollups.series import EventSeries
 from aggregator.rollups.store import ensure_event_partitions
 from meterflow.records.meter_events import EventsRecord
 from meterflow.windows import TimeWindow
@@ -40,6 +41,7 @@ async def _store(
     for record in records:
         columns.add(record)
     await ensure_event_partitions(conn, columns.days())
+    await EventSeries().assign(conn, [Segment(events=columns)])
     async with conn.transaction():
         return await store_events(conn, columns, windows or {})
 

@@ -22,7 +22,8 @@ async def _identifier_folded(database_url: str, identifier: str) -> bool:
     conn = await asyncpg.connect(database_url)
     try:
         found = await conn.fetchval(
-            "SELECT 1 FROM event_identifiers WHERE digest = event_digest(account_id, livemode, $1)",
+            """SELECT 1 FROM event_identifiers i JOIN event_series s USING (series_id)
+               WHERE i.digest = event_digest(s.account_id, s.livemode, $1)""",
             identifier,
         )
     finally:

@@ -24,6 +24,7 @@ from aggregator.rollups.store import ensure_event_partitions
 from meterflow.settings import Settings
 from meterflow.store.pg import Conn
 from meterflow.windows import DAY_S
+from tests.fixtures.event_series import series_id
 from tests.fixtures.meter_events import wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,12 +42,11 @@ async def _seed(conn: Conn, now_ms: int, *, old_identifiers: int, tag: str = "")
     identifiers = [(f"{tag}old-{i}", now_ms - EVENT_IDENTIFIER_RETENTION_MS - MINUTE_MS - i)
                    for i in range(old_identifiers)]  # fmt: skip
     identifiers.append((f"{tag}recent", now_ms - EVENT_IDENTIFIER_RETENTION_MS + MINUTE_MS))
+    series = await series_id(conn, "acct_1", "mtr_1", "cus_1")
     await conn.executemany(
-        """INSERT INTO event_identifiers
-               (digest, account_id, livemode, meter_id, customer, event_ts, received_ms)
-           VALUES (event_digest('acct_1', false, $1), 'acct_1', false, 'mtr_1', 'cus_1',
-                   $2::bigint / 1000, $2)""",
-        identifiers,
+        """INSERT INTO event_identifiers (digest, series_id, event_ts, received_ms)
+           VALUES (event_digest('acct_1', false, $1), $3, $2::bigint / 1000, $2)""",
+        [(*identifier, series) for identifier in identifiers],
     )
     await conn.executemany(
         """INSERT INTO idempotency_keys (account_id, livemode, idempotency_key, request_method,
@@ -70,12 +70,13 @@ async def _partitions(conn: asyncpg.Connection) -> list[str]:
 
 async def _insert_event(conn: asyncpg.Connection, event_ts: int) -> None:
     await conn.execute(
-        """INSERT INTO meter_events (account_id, livemode, meter_id, customer, identifier, value,
-               event_ts, received_ms, receipt_batch, receipt_index)
-           VALUES ('acct_1', false, 'mtr_1', 'cus_1', $1, 1, $2, $3, 'b', 0)""",
+        """INSERT INTO meter_events (series_id, identifier, value, event_ts, received_ms,
+               receipt_batch, receipt_index)
+           VALUES ($4, $1, 1, $2, $3, 'b', 0)""",
         f"e-{event_ts}",
         event_ts,
         event_ts * 1000,
+        await series_id(conn, "acct_1", "mtr_1", "cus_1"),
     )
 
 

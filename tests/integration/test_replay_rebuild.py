@@ -79,10 +79,13 @@ async def _corrupt(database_url: str, account_id: str, raw: list[str], windowed:
             )
             # A row's ctid is unique within its partition only: name the partition too.
             event = await conn.fetchrow(
-                """DELETE FROM meter_events
-                   WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM meter_events
-                                             WHERE account_id = $1 AND meter_id = $2 LIMIT 1)
-                   RETURNING meter_id, customer, event_ts""",
+                """DELETE FROM meter_events e USING event_series s
+                   WHERE s.series_id = e.series_id
+                     AND (e.tableoid, e.ctid) = (
+                         SELECT e.tableoid, e.ctid FROM meter_events e
+                         JOIN event_series s USING (series_id)
+                         WHERE s.account_id = $1 AND s.meter_id = $2 LIMIT 1)
+                   RETURNING s.meter_id, s.customer, e.event_ts""",
                 account_id,
                 raw[1],
             )

@@ -158,8 +158,8 @@ async def test_no_meter_rejections_count_once_after_the_meter_exists_and_two_red
     conn = await asyncpg.connect(database_url)
     try:
         stamped = await conn.fetch(
-            """SELECT identifier, event_ts FROM meter_events WHERE account_id = $1
-               AND identifier LIKE 'evt-%'""",
+            """SELECT identifier, event_ts FROM meter_events JOIN event_series USING (series_id)
+               WHERE account_id = $1 AND identifier LIKE 'evt-%'""",
             account.account_id,
         )
         windows = await conn.fetch(

@@ -1,3 +1,5 @@
+import pytest
+
 from aggregator.rollups.columns import EventColumns, segments
 from meterflow.records.meter_events import (
     AcceptedEvent,
@@ -62,6 +64,14 @@ def test_columns_transpose_records_with_each_events_place_in_its_record() -> Non
     columns.add(_record(1001, "b2"))  # an empty record adds nothing
     columns.add(_record(1002, "b3", _event("c", "7", 10)))
     assert len(columns) == 3
+    with pytest.raises(ValueError, match="series ids"):
+        columns.arrays()
+    assert list(columns.series_keys()) == [
+        ("acct_1", False, "mtr_1", "cus_1"),
+        ("acct_1", False, "mtr_1", "cus_2"),
+        ("acct_1", False, "mtr_1", "cus_1"),
+    ]
+    columns.series_id = [7, 8, 7]
     assert columns.arrays() == (
         ["acct_1"] * 3,
         [False] * 3,
@@ -73,6 +83,7 @@ def test_columns_transpose_records_with_each_events_place_in_its_record() -> Non
         [1000, 1000, 1002],
         ["b1", "b1", "b3"],
         [0, 1, 0],
+        [7, 8, 7],
     )
     assert columns.days() == {0, 86_400}
     assert columns.meter_ids() == {"mtr_1"}
