@@ -57,15 +57,16 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Fixed-width columns first, widest first: no alignment padding between them.
 CREATE TABLE meter_events (
     series_id      bigint NOT NULL,
     event_ts       bigint NOT NULL,      -- unix seconds, the client's timestamp
+    received_ms    bigint NOT NULL,      -- receipt order: (received_ms, receipt_batch, receipt_index)
+    receipt_index  integer NOT NULL,
+    cancelled      boolean NOT NULL DEFAULT false,
     identifier     text NOT NULL,
     value          numeric NOT NULL,
-    received_ms    bigint NOT NULL,      -- receipt order: (received_ms, receipt_batch, receipt_index)
-    receipt_batch  text NOT NULL,
-    receipt_index  integer NOT NULL,
-    cancelled      boolean NOT NULL DEFAULT false
+    receipt_batch  text NOT NULL
 ) PARTITION BY RANGE (event_ts);
 CREATE INDEX meter_events_window ON meter_events (series_id, event_ts);
 
@@ -88,8 +89,9 @@ BEGIN
 END $$;
 
 INSERT INTO meter_events
-SELECT s.series_id, e.event_ts, e.identifier, e.value, e.received_ms, e.receipt_batch,
-       e.receipt_index, e.cancelled
+    (series_id, event_ts, received_ms, receipt_index, cancelled, identifier, value, receipt_batch)
+SELECT s.series_id, e.event_ts, e.received_ms, e.receipt_index, e.cancelled, e.identifier,
+       e.value, e.receipt_batch
 FROM meter_events_by_text e
 JOIN event_series s USING (account_id, livemode, meter_id, customer)
 ORDER BY e.event_ts, e.received_ms;
