@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from meterflow.store.migrations import Migration, load_migrations, migrate
-from tests.fixtures.postgres import create_fresh_database, drop_database
+from tests.fixtures.postgres import database_before
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +31,8 @@ def _through_digests() -> list[Migration]:
 @pytest.fixture
 async def before_digests(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database migrated up to the migration before the digests."""
-    name = f"mf_digests_{uuid.uuid4().hex[:12]}"
-    dsn = await create_fresh_database(pg_admin_dsn, name)
-    await migrate(dsn, migrations=[m for m in load_migrations() if m.version < DIGESTS])
-    yield dsn
-    await drop_database(pg_admin_dsn, name)
+    async with database_before(pg_admin_dsn, DIGESTS, "mf_digests") as dsn:
+        yield dsn
 
 
 async def test_identifiers_keep_their_rows_and_are_found_by_digest(before_digests: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -10,7 +9,7 @@ import asyncpg
 import pytest
 
 from meterflow.store.migrations import load_migrations, migrate
-from tests.fixtures.postgres import create_fresh_database, drop_database
+from tests.fixtures.postgres import database_before
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +28,8 @@ OLD_EVENTS = [
 @pytest.fixture
 async def before_series(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database migrated up to the migration before the series ids."""
-    name = f"mf_series_{uuid.uuid4().hex[:12]}"
-    dsn = await create_fresh_database(pg_admin_dsn, name)
-    await migrate(dsn, migrations=[m for m in load_migrations() if m.version < SERIES])
-    yield dsn
-    await drop_database(pg_admin_dsn, name)
+    async with database_before(pg_admin_dsn, SERIES, "mf_series") as dsn:
+        yield dsn
 
 
 async def _seed(conn: asyncpg.Connection) -> None:
