@@ -34,6 +34,24 @@ def _columns(keys: Sequence[SeriesKey]) -> list[list[object]]:
     return [[k[i] for k in keys] for i in range(4)]
 
 
+async def series_ids(conn: Conn, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
+    """The id of each of ``keys``, creating those that have none yet. ``keys`` in a fixed order
+    (sorted) keep concurrent creators from waiting on each other in a cycle."""
+    columns = _columns(keys)
+    # A concurrent creator of the same series makes this wait for its commit; the read, a
+    # statement of its own, then sees the row either way.
+    await conn.execute(_CREATE, *columns)
+    rows = await conn.fetch(_READ, *columns)
+    found = {
+        (r["account_id"], r["livemode"], r["meter_id"], r["customer"]): int(r["series_id"])
+        for r in rows
+    }
+    if len(found) != len(set(keys)):  # cannot happen: every key was just created or found
+        missing = sorted(set(keys) - set(found))[:3]
+        raise RuntimeError(f"event_series has no row for {missing}")
+    return found
+
+
 class EventSeries:
     """A per-process cache of series ids, filling each run's ``series_id`` column."""
 
@@ -41,35 +59,20 @@ class EventSeries:
         self._ids: dict[SeriesKey, int] = {}
         self._max_cached = max_cached
 
-    async def _read_or_create(self, conn: Conn, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
-        columns = _columns(keys)
-        # A concurrent creator of the same series makes this wait for its commit; the read, a
-        # statement of its own, then sees the row either way.
-        await conn.execute(_CREATE, *columns)
-        rows = await conn.fetch(_READ, *columns)
-        found = {
-            (r["account_id"], r["livemode"], r["meter_id"], r["customer"]): int(r["series_id"])
-            for r in rows
-        }
-        if len(found) != len(keys):  # cannot happen: every key was just created or found
-            missing = sorted(set(keys) - set(found))[:3]
-            raise RuntimeError(f"event_series has no row for {missing}")
-        return found
-
     async def assign(self, conn: Conn, segments: Iterable[Segment]) -> None:
         """Fill the ``series_id`` column of every run of events in ``segments``."""
-        runs = [s.events for s in segments if len(s.events)]
+        runs = [(s.events, list(s.events.series_keys())) for s in segments if len(s.events)]
         if not runs:
             return
-        keys = {key for run in runs for key in run.series_keys()}
+        keys = {key for _, run_keys in runs for key in run_keys}
         known = {key: id_ for key in keys if (id_ := self._ids.get(key)) is not None}
         missing = sorted(keys.difference(known))
         if missing:
-            learnt = await self._read_or_create(conn, missing)
+            learnt = await series_ids(conn, missing)
             known.update(learnt)
             if not conn.is_in_transaction():  # committed: safe to keep
                 if len(self._ids) + len(learnt) > self._max_cached:
                     self._ids.clear()
                 self._ids.update(learnt)
-        for run in runs:
-            run.series_id = [known[key] for key in run.series_keys()]
+        for run, run_keys in runs:
+            run.series_id = [known[key] for key in run_keys]

@@ -58,11 +58,12 @@ IDENTIFIER_CHUNK = 2_000_000
 RAW_INSERTERS = 2
 RANDOM_INSERT_FILLFACTOR = 70
 _MAINTENANCE_WORK_MEM = "1GB"
-# Disk per preloaded row, tables with their indexes (measured: 187-200 and 334-349 bytes), and
-# room for what a load needs meanwhile (the index sorts' temporary files, WAL up to max_wal_size
-# and beyond it under load) plus a reserve left free for everyone else on the machine.
-IDENTIFIER_BYTES = 210
-RAW_EVENT_BYTES = 350
+# Disk per preloaded row, tables with their indexes (measured with series ids at 50 million
+# identifiers and 100 million raw events: 113 and 169 bytes), and room for what a load needs
+# meanwhile (the index sorts' temporary files, WAL up to max_wal_size and beyond it under load)
+# plus a reserve left free for everyone else on the machine.
+IDENTIFIER_BYTES = 125
+RAW_EVENT_BYTES = 190
 TRANSIENT_BYTES = 6 * 2**30
 RESERVE_BYTES = 4 * 2**30
 
