@@ -3,12 +3,12 @@
 A :class:`~meterflow.kafka.consumer.StoredOffsetConsumer`: offsets live in PostgreSQL
 (``consumer_offsets``), written in the fold's transaction. On every partition assignment the
 consumer seeks to them; Kafka's own committed offsets are only advisory (for lag tooling). Any
-number of processes may run in one consumer group.
+number of processes may run in one consumer group, and each folds its partitions in
+``METERFLOW_FOLD_LANES`` concurrent lanes, one transaction per lane's batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +17,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from aggregator.rollups.columns import segments as split_segments
-from aggregator.rollups.lanes import lanes
 from aggregator.rollups.meter_windows import MeterWindows
 from aggregator.rollups.series import EventSeries
 from aggregator.rollups.store import apply_batch, ensure_event_partitions, event_days
@@ -105,39 +104,20 @@ class RollupConsumer(StoredOffsetConsumer):
             fenced=self.metrics.fenced,
             failures=self.metrics.failures,
             name="rollups",
+            lanes=settings.aggregator.fold_lanes,
         )
         self._known_days: set[int] = set()
-        self._lanes = settings.aggregator.fold_lanes
         self._meter_windows = MeterWindows()
         self._series = EventSeries()
         # Told after each commit that changed usage (the usage relay wakes on it).
         self._on_fold = on_fold
 
     async def fold(self, batch: Batch) -> None:
-        """Fold the batch's lanes concurrently, each in its own transaction on its own connection.
-
-        Python decodes one lane while PostgreSQL applies another. A lane that fails rolls back
-        alone; the others' offsets are recorded and the first failure is raised, so the batch's
-        partitions are re-read from their stored offsets.
-        """
+        """Fold one lane's batch in one transaction on its own connection."""
         started = time.perf_counter()
-        parts = lanes(batch, self._lanes)
-        results = await asyncio.gather(*(self._fold_lane(p) for p in parts), return_exceptions=True)
-        failures: list[BaseException] = []
-        for lane, result in zip(parts, results, strict=True):
-            if isinstance(result, BaseException):
-                failures.append(result)
-            else:
-                await self.folded(batch_offsets(lane))
-        self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        if failures:
-            raise failures[0]
-
-    async def _fold_lane(self, lane: Batch) -> None:
         records: list[MeterEventsRecord] = []
-        offsets = batch_offsets(lane)
-        for tp, messages in lane.items():
+        offsets = batch_offsets(batch)
+        for tp, messages in batch.items():
             for message in messages:
                 try:
                     records.append(decode(message.value))
@@ -159,6 +139,9 @@ class RollupConsumer(StoredOffsetConsumer):
         self.metrics.observe_freshness(records, int(time.time() * 1000))
         if self._on_fold is not None and (outcome.events_new or outcome.cancels_applied):
             self._on_fold()
+        await self.folded(offsets)
+        self.metrics.batch_records.observe(sum(len(m) for m in batch.values()))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.events.labels("new").inc(outcome.events_new)
         self.metrics.events.labels("duplicate").inc(outcome.events_duplicate)
         self.metrics.cancels.labels("applied").inc(outcome.cancels_applied)

@@ -9,8 +9,9 @@ tooling can show the group's lag.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -91,6 +92,17 @@ class SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._seek(assigned)
 
 
+def lane_partitions(
+    assigned: Iterable[TopicPartition], lane: int, lanes: int
+) -> list[TopicPartition]:
+    """The assigned partitions lane ``lane`` of ``lanes`` folds: those whose number is ``lane``
+    modulo ``lanes``. A partition stays in its lane across rebalances, so no two lanes of a
+    process ever fold the same partition."""
+    if not 0 <= lane < lanes:
+        raise ValueError(f"lane {lane} is not one of {lanes} lanes")
+    return sorted(tp for tp in assigned if tp.partition % lanes == lane)
+
+
 def batch_offsets(batch: Batch) -> dict[int, tuple[int, int]]:
     """``{partition: (first offset, last offset)}`` of a fetched batch."""
     return {tp.partition: (m[0].offset, m[-1].offset) for tp, m in batch.items()}
@@ -134,6 +146,10 @@ class StoredOffsetConsumer:
     (:mod:`meterflow.kafka.offsets`) in its own transaction, then calls :meth:`folded`; a batch
     that is fenced (:class:`OffsetFenced`) or fails on the database is read again from the
     stored offsets. Lag is reported through :func:`~meterflow.kafka.lag.track_lag`.
+
+    With ``lanes`` above 1, that loop runs once per lane, concurrently: each lane fetches and
+    folds only its own partitions (:func:`lane_partitions`), so while one lane's batch is in
+    PostgreSQL another decodes or waits on its own commit, and no lane waits for another.
     """
 
     def __init__(
@@ -150,8 +166,15 @@ class StoredOffsetConsumer:
         name: str,
         # Partitions of the topic whose offsets a group that kept them in Kafka adopts.
         adopt_kafka_commits: int = 0,
+        lanes: int = 1,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("a consumer needs at least one lane")
         self.name = name
+        self._lanes = lanes
+        # Lanes to seek back to their stored offsets before their next fetch: after one lane is
+        # fenced (the stored offsets moved: a reset or a rebalance), every lane is.
+        self._reseek: set[int] = set()
         self._adopt_kafka_commits = adopt_kafka_commits
         self._started = False
         # Whether the last rebalance assigned this member its partitions (maybe none) and the
@@ -213,11 +236,50 @@ class StoredOffsetConsumer:
         await self._consumer.stop()
 
     async def run(self) -> None:
-        """Fold until asked to stop; each batch commits fully or not at all."""
+        """Fold until asked to stop; each batch commits fully or not at all. With several lanes,
+        the first lane to fail stops the others."""
+        if self._lanes == 1:
+            await self._run_lane(None)
+            return
+        tasks = [asyncio.create_task(self._run_lane(lane)) for lane in range(self._lanes)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _partitions(self, lane: int | None) -> list[TopicPartition]:
+        """Lane ``lane``'s assigned partitions; every assigned partition for ``None``."""
+        assigned = self._consumer.assignment()
+        if lane is None:
+            return sorted(assigned)
+        return lane_partitions(assigned, lane, self._lanes)
+
+    async def _idle(self) -> None:
+        """A lane without partitions waits a poll interval (or until asked to stop)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), POLL_TIMEOUT_MS / 1000)
+
+    async def _run_lane(self, lane: int | None) -> None:
+        """Fetch and fold lane ``lane``'s partitions (all of them for ``None``) until asked to
+        stop; a batch that fails is read again from its partitions' stored offsets."""
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
-            )
+            if lane in self._reseek:
+                self._reseek.discard(lane)
+                await self._seek_back(lane)
+                continue
+            if lane is None:
+                batch = await self._consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
+                )
+            elif partitions := self._partitions(lane):
+                batch = await self._consumer.getmany(
+                    *partitions, timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
+                )
+            else:
+                await self._idle()
+                continue
             if not batch:
                 continue
             try:
@@ -225,6 +287,8 @@ class StoredOffsetConsumer:
             except OffsetFenced as exc:
                 self._fenced.inc()
                 log.warning("%s: batch rolled back, re-seeking: %s", self._group, exc)
+                if lane is not None:
+                    self._reseek.update(other for other in range(self._lanes) if other != lane)
             except DATABASE_ERRORS as exc:
                 # Rolled back: wait out the database, then read the batch again.
                 self._failures.inc()
@@ -232,11 +296,13 @@ class StoredOffsetConsumer:
             else:
                 self._retry.succeeded()
                 continue
-            await reseek_until_done(
-                lambda: self.seek_to_stored(list(self._consumer.assignment())),
-                self._stopping,
-                self._retry,
-            )
+            await self._seek_back(lane)
+
+    async def _seek_back(self, lane: int | None) -> None:
+        """Seek lane ``lane``'s partitions back to their stored offsets."""
+        await reseek_until_done(
+            lambda: self.seek_to_stored(self._partitions(lane)), self._stopping, self._retry
+        )
 
     async def fold(self, batch: Batch) -> None:
         """Apply one batch in one transaction: fence its offsets, write, advance its offsets."""

@@ -215,15 +215,20 @@ async def test_the_credit_alert_recheck_sweep_outlives_an_outage(
 
 
 class OnePartition:
-    """The part of a Kafka consumer the consume loop uses: one partition, one record a fetch."""
+    """The part of a Kafka consumer the consume loop uses: one partition, one record a fetch
+    (none for a lane fetching other partitions)."""
 
     def __init__(self) -> None:
         self.tp = TopicPartition("meter-events", 0)
         self.fetches = 0
 
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> Batch:
-        self.fetches += 1
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> Batch:
         await asyncio.sleep(0)
+        if partitions and self.tp not in partitions:
+            return {}
+        self.fetches += 1
         return {self.tp: [cast(Any, object())]}
 
     def assignment(self) -> set[TopicPartition]:
