@@ -63,8 +63,9 @@ soak: $(BENCH_STAMP)
 	$(BIN)/python -m loadtest.bench.soak --rate $(RATE) --duration $(DURATION) \
 		--aggregators $(AGGREGATORS) --ingest $(INGEST) $(if $(KILL),--kill)
 
+FOLD ?=
 profile: $(BENCH_STAMP)
-	$(BIN)/python -m loadtest.bench.profile
+	$(BIN)/python -m loadtest.bench.profile $(if $(FOLD),--fold $(FOLD))
 
 faults: install
 	$(BIN)/python -m loadtest.faults

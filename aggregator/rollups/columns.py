@@ -65,23 +65,21 @@ class EventColumns:
         """Each event's series, row by row."""
         return zip(self.account_id, self.livemode, self.meter_id, self.customer, strict=True)
 
-    def arrays(self) -> tuple[list[str], list[bool], list[str], list[str], list[str], list[str],
-                              list[int], list[int], list[str], list[int], list[int]]:  # fmt: skip
-        """The columns in the fold statement's parameter order ($1 … $11)."""
+    def arrays(self) -> tuple[list[int], list[str], list[str], list[int], list[int], list[str],
+                              list[int]]:  # fmt: skip
+        """The columns in the fold statement's parameter order ($1 … $7). The series id stands
+        for the account, mode, meter and customer, which PostgreSQL reads from ``event_series``:
+        four fewer arrays to encode and send for every event."""
         if len(self.series_id) != len(self):
             raise ValueError("the run's series ids are not assigned")
         return (
-            self.account_id,
-            self.livemode,
-            self.meter_id,
-            self.customer,
+            self.series_id,
             self.identifier,
             self.value,
             self.event_ts,
             self.received_ms,
             self.receipt_batch,
             self.receipt_index,
-            self.series_id,
         )
 
 

@@ -1,6 +1,8 @@
 """Storing a run of events in one statement: dedupe, raw events, minute rollups, usage changes.
 
-One round trip per run of events, whatever its size. PostgreSQL does the per-event work in C:
+One round trip per run of events, whatever its size. The run arrives as its series ids and the
+events' own columns (the account, mode, meter and customer come from ``event_series``), and
+PostgreSQL does the per-event work in C:
 
 1. keep the first received event of each identifier within the run (receipt order);
 2. record identifiers in ``event_identifiers`` (as their ``event_digest``, with the event's
@@ -48,7 +50,7 @@ def _bucket_rows(name: str, bucket: str, size_s: int) -> str:
            sum(value) OVER k AS value_sum, count(*) OVER k AS event_count, value AS last_value,
            received_ms, receipt_batch, receipt_index
     FROM (SELECT *, event_ts - event_ts % {size_s} AS {bucket} FROM new
-          WHERE meter_id <> ALL($12::text[])) raw_meters
+          WHERE meter_id <> ALL($8::text[])) raw_meters
     WINDOW k AS (PARTITION BY account_id, livemode, meter_id, customer, {bucket})
     ORDER BY account_id, livemode, meter_id, customer, {bucket}, {_RECEIPT_DESC}"""
 
@@ -88,12 +90,13 @@ def _add_to(table: str, bucket: str, rows: str) -> str:
 
 _STORE_EVENTS = f"""
 WITH incoming AS (
-    SELECT account_id, livemode, meter_id, customer, identifier, value::numeric AS value,
-           event_ts, received_ms, receipt_batch, receipt_index, series_id
-    FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::bigint[], $8::bigint[], $9::text[], $10::int[], $11::bigint[])
-         AS i(account_id, livemode, meter_id, customer, identifier, value, event_ts, received_ms,
-              receipt_batch, receipt_index, series_id)
+    SELECT s.account_id, s.livemode, s.meter_id, s.customer, i.identifier,
+           i.value::numeric AS value, i.event_ts, i.received_ms, i.receipt_batch,
+           i.receipt_index, i.series_id
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
+                $7::int[])
+         AS i(series_id, identifier, value, event_ts, received_ms, receipt_batch, receipt_index)
+    JOIN event_series s USING (series_id)
 ), firsts AS (
     SELECT DISTINCT ON (digest) *
     FROM (SELECT *, event_digest(account_id, livemode, identifier) AS digest FROM incoming) i
@@ -130,7 +133,7 @@ WITH incoming AS (
     GROUP BY account_id, livemode, meter_id, customer
 ), candidates AS (
     SELECT DISTINCT ON (account_id, livemode, meter_id, customer, event_ts - event_ts % size) n.*
-    FROM new n JOIN unnest($12::text[], $13::bigint[]) AS w(meter_id, size) USING (meter_id)
+    FROM new n JOIN unnest($8::text[], $9::bigint[]) AS w(meter_id, size) USING (meter_id)
     ORDER BY account_id, livemode, meter_id, customer, event_ts - event_ts % size,
              {_RECEIPT_DESC}
 )

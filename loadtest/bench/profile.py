@@ -1,4 +1,5 @@
-"""Where the time goes: the stream at maximum rate, each process's CPU, two py-spy profiles.
+"""Where the time goes: the stream at maximum rate, or the fold alone; each process's CPU,
+py-spy profiles of the Python processes, and PostgreSQL's own hot functions.
 
 ``python -m loadtest.bench.profile --seconds 30`` (``make profile``) starts the bench stack, drives
 ``meter_event_stream`` (batches of 100) as fast as it goes, and meanwhile
@@ -7,6 +8,11 @@
   backends, the generator over its worker processes), so the split of the machine's cores shows;
 - records py-spy profiles of the ingest and aggregator processes: on-CPU samples, or with
   ``--idle`` wall-clock samples, which show what a process waits on.
+
+With ``--fold EVENTS`` it profiles the fold instead: the fold bench's raw workload of ``EVENTS``
+events is produced ahead, one aggregator process folds it, and the window starts at its first
+folded batch. Where ``perf`` is installed and permitted, a system-wide ``perf record`` gives
+PostgreSQL's hot functions over the same window.
 
 It prints the CPU split and, per profiled process, the functions with the most samples (own time
 and including callees), and keeps the collapsed stacks (flame-graph input) in the output folder.
@@ -27,14 +33,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import uvloop
 
+from deploy.children import meterflow_child
+from deploy.ports import free_port
+from loadtest.bench.fold_rate import FoldWorkload, build_records, folded_records, produce
 from loadtest.bench.processes import tree_cpu_seconds
-from loadtest.bench.stack import BenchStack, bench_stack
+from loadtest.bench.stack import STOP_DEADLINE_S, BenchStack, bench_stack
 from loadtest.bench.suite import LOAD_METERS, MIX, REPO
 from loadtest.generator import run_load
 from loadtest.plan import Bounds, LoadConfig, meter_shapes, new_run_id
 from loadtest.provision import create_accounts, provision
+from meterflow.kafka.topics import ensure_topics, meter_events_topic, topic_specs
 
 
 def say(message: str) -> None:
@@ -151,8 +162,125 @@ async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path, *, id
     lines.extend(
         f"  {name:16s} {(used - before[name]) / elapsed:5.2f}" for name, used in after.items()
     )
-    for name in spies:
-        path = out_dir / f"{name}.collapsed"
+    lines.extend(_spy_lines({n: out_dir / f"{n}.collapsed" for n in spies}, idle=idle))
+    return "\n".join(lines)
+
+
+_FOLD_METERS = (("mtr_profile_a", "profile_a"), ("mtr_profile_b", "profile_b"))
+_FOLD_POLL_S = 0.05
+
+
+def _perf_record(seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """System-wide ``perf record`` for ``seconds``; None where perf is not installed."""
+    binary = shutil.which("perf")
+    if binary is None:
+        return None
+    return subprocess.Popen(
+        [binary, "record", "-F", "499", "-a", "-o", str(out), "--", "sleep", str(int(seconds))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def postgres_hot_functions(report: str, top: int = 15) -> list[tuple[float, str]]:
+    """``(percent, symbol)`` of the ``top`` lines of ``perf report --sort sym --stdio``, the
+    percentages of all samples (every process's)."""
+    hot: list[tuple[float, str]] = []
+    for line in report.splitlines():
+        percent, _, rest = line.strip().partition("%")
+        if not rest or line.lstrip().startswith("#"):
+            continue
+        try:
+            value = float(percent)
+        except ValueError:
+            continue
+        hot.append((value, rest.strip().removeprefix("[.]").removeprefix("[k]").strip()))
+        if len(hot) == top:
+            break
+    return hot
+
+
+def _perf_lines(data: Path, out_dir: Path) -> list[str]:
+    if not data.exists() or data.stat().st_size == 0:
+        return ["PostgreSQL: no perf profile (perf missing or not permitted)"]
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--comm", "postgres", "--no-children",
+         "--sort", "sym", "--stdio"],
+        capture_output=True, text=True, timeout=300, check=False,
+    ).stdout  # fmt: skip
+    (out_dir / "postgres.perf.txt").write_text(report)
+    hot = postgres_hot_functions(report)
+    lines = ["PostgreSQL: hottest functions (perf, % of all samples on the machine)"]
+    lines.extend(f"  {percent:5.1f}  {name}" for percent, name in hot)
+    return lines
+
+
+async def profile_fold(stack: BenchStack, seconds: float, events: int, out_dir: Path) -> str:
+    """One aggregator folding ``events`` produced raw events; the profiles start at its first
+    folded batch and last ``seconds`` (or until the records run out)."""
+    prefix = f"profile-fold-{new_run_id()}"
+    await ensure_topics(stack.bootstrap, topic_specs(prefix))
+    topic = meter_events_topic(prefix)
+    workload = FoldWorkload("raw", f"acct_{prefix}", _FOLD_METERS, 2000, events, False)
+    produced = build_records(workload, int(time.time()))
+    await produce(stack.bootstrap, topic, produced.records)
+    group = f"{prefix}-group"
+    child = meterflow_child(
+        "aggregator",
+        stack.child_env(
+            METERFLOW_TOPIC_PREFIX=prefix,
+            METERFLOW_CONSUMER_GROUP=group,
+            METERFLOW_AGGREGATOR_METRICS_PORT=str(free_port()),
+        ),
+        stack.log_dir / "aggregator-profile-fold.log",
+    )
+    conn = await asyncpg.connect(stack.database_url)
+    child.start()
+    try:
+        while await folded_records(conn, group, topic) == 0:
+            if not child.alive():
+                raise RuntimeError("the aggregator exited before folding")
+            await asyncio.sleep(_FOLD_POLL_S)
+        assert child.pid is not None  # noqa: S101 - started above
+        processes = {
+            "aggregator": child.pid,
+            "Kafka": stack.kafka_pid,
+            "PostgreSQL": stack.postgres_pid,
+        }
+        before = {name: tree_cpu_seconds(pid) for name, pid in processes.items() if pid}
+        folded_before = await folded_records(conn, group, topic)
+        spy = _py_spy(child.pid, seconds, out_dir / "aggregator.collapsed", idle=False)
+        perf = _perf_record(seconds, out_dir / "perf.data")
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            if await folded_records(conn, group, topic) >= len(produced.records):
+                break
+            await asyncio.sleep(_FOLD_POLL_S)
+        elapsed = time.perf_counter() - started
+        after = {name: tree_cpu_seconds(pid) for name, pid in processes.items() if pid}
+        folded = await folded_records(conn, group, topic) - folded_before
+        for running in (spy, perf):
+            if running is not None:
+                await asyncio.to_thread(running.wait, 120)
+    finally:
+        await conn.close()
+        await asyncio.to_thread(child.stop, STOP_DEADLINE_S)
+    per_record = produced.events / len(produced.records)
+    lines = [
+        f"fold alone (raw workload, one aggregator): {folded * per_record / elapsed:,.0f} "
+        f"events/s over {elapsed:.1f} s; CPU (cores used, of {os.cpu_count()}):"
+    ]
+    lines.extend(
+        f"  {name:16s} {(used - before[name]) / elapsed:5.2f}" for name, used in after.items()
+    )
+    lines.extend(_spy_lines({"aggregator": out_dir / "aggregator.collapsed"}, idle=False))
+    lines.extend(_perf_lines(out_dir / "perf.data", out_dir))
+    return "\n".join(lines)
+
+
+def _spy_lines(paths: dict[str, Path], *, idle: bool) -> list[str]:
+    lines: list[str] = []
+    for name, path in paths.items():
         if not path.exists():
             lines.append(f"{name}: no profile (py-spy missing or not permitted)")
             continue
@@ -164,7 +292,7 @@ async def profile_stream(stack: BenchStack, seconds: float, out_dir: Path, *, id
             f"  {100 * f.own / samples:5.1f}  {100 * f.total / samples:6.1f}  {f.name}"
             for f in ranked
         )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle", action="store_true", help="wall-clock profiles: count waiting as well as CPU"
     )
+    parser.add_argument(
+        "--fold", type=int, metavar="EVENTS", help="profile one aggregator folding EVENTS events"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench")
     args = parser.parse_args(argv)
     out_dir: Path = args.out / ("profile-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
@@ -180,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="meterflow-profile-"))
     try:
         with bench_stack(scratch / "data", out_dir / "logs", say) as stack:
-            text = uvloop.run(profile_stream(stack, args.seconds, out_dir, idle=args.idle))
+            if args.fold:
+                text = uvloop.run(profile_fold(stack, args.seconds, args.fold, out_dir))
+            else:
+                text = uvloop.run(profile_stream(stack, args.seconds, out_dir, idle=args.idle))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     (out_dir / "profile.txt").write_text(text + "\n")

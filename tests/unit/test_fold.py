@@ -73,17 +73,13 @@ def test_columns_transpose_records_with_each_events_place_in_its_record() -> Non
     ]
     columns.series_id = [7, 8, 7]
     assert columns.arrays() == (
-        ["acct_1"] * 3,
-        [False] * 3,
-        ["mtr_1"] * 3,
-        ["cus_1", "cus_2", "cus_1"],
+        [7, 8, 7],
         ["a", "b", "c"],
         ["1.5", "-2", "7"],
         [86_399, 86_400, 10],
         [1000, 1000, 1002],
         ["b1", "b1", "b3"],
         [0, 1, 0],
-        [7, 8, 7],
     )
     assert columns.days() == {0, 86_400}
     assert columns.meter_ids() == {"mtr_1"}
