@@ -131,7 +131,8 @@ class SuitePlan:
     closing_subscriptions: int = 10_000
     closing_lead_s: float = 30.0
     closing_deadline_s: float = 180.0
-    fold_events: int = 200_000
+    # A million events: folds of a few seconds measure mostly start-up and the group join.
+    fold_events: int = 1_000_000
     fold_deadline_s: float = 120.0
     fold_aggregators: tuple[int, ...] = (1, 2)
     # Preloaded identifiers before each extra raw fold; raw events are raw_ratio times as many.
