@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loadtest.bench.sizing import sizing_markdown
+from loadtest.bench.targets import target_rows
 
 Row = tuple[str, str, str, str, str]
 # The stream measured again with several ingest processes sharing the API port.
@@ -537,6 +538,12 @@ def benchmarks_markdown(results: dict[str, Any]) -> str:
         "Ceilings:",
         "",
         *_ceiling_notes(results["phases"]),
+        "",
+        "## Scale targets",
+        "",
+        "The fold-at-scale targets against this run (figures from the table above):",
+        "",
+        *_table(("What", "Target", "This run", "Verdict"), target_rows(results["phases"])),
         "",
         *_sizing_section(results["phases"]),
         "## Peak memory (VmHWM)",
