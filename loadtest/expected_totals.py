@@ -157,6 +157,13 @@ class ExpectedTotals:
         formula = self._formula(key)
         return {bucket: tally.result(formula) for bucket, tally in tallies.items()}
 
+    def forget_identifiers(self) -> None:
+        """Drop the identifiers once no more events will be acknowledged. They only stop an
+        event from counting twice during the run; the totals are what verification reads, and
+        a long run's identifiers (tens of millions) would otherwise be copied to the parent
+        process with the totals."""
+        self.identifiers = set()
+
     def merge(self, other: ExpectedTotals) -> None:
         """Add another lane's or worker's totals; their series must not overlap with these."""
         for mine, theirs in ((self.raw, other.raw), (self.windowed, other.windowed)):

@@ -174,6 +174,8 @@ class Worker:
             reporter.cancel()
             self.close()
         self._flush(int(time.time() - start_at))
+        if self._expected is not None:
+            self._expected.forget_identifiers()
         return WorkerResult(
             worker=self._plan.worker,
             tally=self._counters.total,

@@ -49,6 +49,16 @@ def test_an_identifier_counts_once_per_account() -> None:
     assert model.total((1, "m", CUS), T0 - DAY_S, T0 + DAY_S) == 1
 
 
+def test_forgetting_the_identifiers_keeps_the_totals() -> None:
+    model = totals("sum", None)
+    assert ack(model, "id-1", "5", T0)
+    assert ack(model, "id-2", "2", T0 + 60)
+    before = model.total((0, "m", CUS), T0 - DAY_S, T0 + DAY_S)
+    model.forget_identifiers()
+    assert model.identifiers == set()
+    assert model.total((0, "m", CUS), T0 - DAY_S, T0 + DAY_S) == before == Decimal(7)
+
+
 def test_raw_sum_count_and_last_over_a_range() -> None:
     cases: list[tuple[Formula, Decimal]] = [
         ("sum", Decimal("18.5")),
