@@ -233,6 +233,10 @@ class Suite:
         for name, step in steps.items():
             if not only or name in only:
                 await step()
+        if self._plan.preload and (not only or "fold" in only):
+            # Last: every other phase (the storage phase's bytes per event above all) then
+            # measures a database without the preload in it.
+            await self._preloaded_folds()
         return self.phases
 
     def _config(self, mode: Mode, duration_s: float, **changes: Any) -> LoadConfig:
@@ -380,8 +384,6 @@ class Suite:
                     plan.fold_deadline_s,
                     aggregators=aggregators,
                 )
-        if plan.preload:
-            await self._preloaded_folds()
 
     async def _preloaded_folds(self) -> None:
         """The raw fold (one aggregator) after growing the preload to each size in turn, all in
@@ -742,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         "results_dir": _shown(out_dir),
         "notes": _notes(plan)
         + (" Quick trial run (--quick)." if args.quick else "")
-        + (" The phases after the fold ran on the preloaded database." if plan.preload else ""),
+        + (" The preloaded folds ran last, after every other phase." if plan.preload else ""),
         "rss_note": "VmHWM from /proc/<pid>/status at the end of the run; PostgreSQL sums the "
         "postmaster and its children, which counts shared buffers once per process.",
         "phases": phases,
