@@ -239,7 +239,7 @@ class StoredOffsetConsumer:
         """Fold until asked to stop; each batch commits fully or not at all. With several lanes,
         the first lane to fail stops the others."""
         if self._lanes == 1:
-            await self._run_lane(None)
+            await self._run_lane(0)
             return
         tasks = [asyncio.create_task(self._run_lane(lane)) for lane in range(self._lanes)]
         try:
@@ -249,31 +249,24 @@ class StoredOffsetConsumer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _partitions(self, lane: int | None) -> list[TopicPartition]:
-        """Lane ``lane``'s assigned partitions; every assigned partition for ``None``."""
-        assigned = self._consumer.assignment()
-        if lane is None:
-            return sorted(assigned)
-        return lane_partitions(assigned, lane, self._lanes)
+    def _partitions(self, lane: int) -> list[TopicPartition]:
+        """Lane ``lane``'s assigned partitions (all of them with one lane)."""
+        return lane_partitions(self._consumer.assignment(), lane, self._lanes)
 
     async def _idle(self) -> None:
         """A lane without partitions waits a poll interval (or until asked to stop)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), POLL_TIMEOUT_MS / 1000)
 
-    async def _run_lane(self, lane: int | None) -> None:
-        """Fetch and fold lane ``lane``'s partitions (all of them for ``None``) until asked to
-        stop; a batch that fails is read again from its partitions' stored offsets."""
+    async def _run_lane(self, lane: int) -> None:
+        """Fetch and fold lane ``lane``'s partitions until asked to stop; a batch that fails is
+        read again from its partitions' stored offsets."""
         while not self._stopping.is_set():
             if lane in self._reseek:
                 self._reseek.discard(lane)
                 await self._seek_back(lane)
                 continue
-            if lane is None:
-                batch = await self._consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
-                )
-            elif partitions := self._partitions(lane):
+            if partitions := self._partitions(lane):
                 batch = await self._consumer.getmany(
                     *partitions, timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
                 )
@@ -287,8 +280,7 @@ class StoredOffsetConsumer:
             except OffsetFenced as exc:
                 self._fenced.inc()
                 log.warning("%s: batch rolled back, re-seeking: %s", self._group, exc)
-                if lane is not None:
-                    self._reseek.update(other for other in range(self._lanes) if other != lane)
+                self._reseek.update(other for other in range(self._lanes) if other != lane)
             except DATABASE_ERRORS as exc:
                 # Rolled back: wait out the database, then read the batch again.
                 self._failures.inc()
@@ -298,7 +290,7 @@ class StoredOffsetConsumer:
                 continue
             await self._seek_back(lane)
 
-    async def _seek_back(self, lane: int | None) -> None:
+    async def _seek_back(self, lane: int) -> None:
         """Seek lane ``lane``'s partitions back to their stored offsets."""
         await reseek_until_done(
             lambda: self.seek_to_stored(self._partitions(lane)), self._stopping, self._retry
