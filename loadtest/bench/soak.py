@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -54,6 +55,7 @@ from loadtest.bench.processes import (
     status_kib,
     tree_cpu_seconds,
 )
+from loadtest.bench.soak_freshness import freshness_summary, parse_buckets
 from loadtest.bench.soak_kills import KillTarget, kill_midway, kill_rows
 from loadtest.bench.soak_report import soak_markdown
 from loadtest.bench.stack import (
@@ -220,25 +222,69 @@ def cores_used(samples: list[dict[str, Any]], from_s: float, to_s: float) -> dic
     return used
 
 
-async def _sample(
-    probe: LagProbe,
-    ingest: ChildService,
-    processes: dict[str, int],
-    started: float,
-    out: list[dict[str, Any]],
-) -> None:
-    lag, produced = await probe.records()
-    rss = status_kib(ingest.pid, "VmRSS") if ingest.pid else None
-    out.append(
-        {
-            "t": round(time.perf_counter() - started, 1),
-            "lag": float(lag),
-            "produced": float(produced),
-            "ingest_rss_mib": mib(rss) or 0.0,
-            "cpu": cpu_by_process(processes),
-            "pids": processes,
+async def freshness_buckets(
+    client: httpx.AsyncClient, metrics_urls: dict[str, str]
+) -> dict[str, list[tuple[float, float]] | None]:
+    """Each aggregator's cumulative fold-freshness buckets; None for one that did not answer
+    (killed, or starting again)."""
+
+    async def scrape(url: str) -> list[tuple[float, float]] | None:
+        try:
+            response = await client.get(url)
+        except httpx.HTTPError:
+            return None
+        return parse_buckets(response.text) if response.status_code == 200 else None
+
+    pages = await asyncio.gather(*(scrape(url) for url in metrics_urls.values()))
+    return dict(zip(metrics_urls, pages, strict=True))
+
+
+class Sampler:
+    """Takes the soak's samples: lag, ingest memory, CPU per process, fold freshness."""
+
+    def __init__(
+        self, stack: BenchStack, extra: list[ChildService], extra_ingest: Sequence[ChildService]
+    ) -> None:
+        self._stack = stack
+        self._extra = extra
+        self._extra_ingest = extra_ingest
+        self._probe = LagProbe(stack)
+        self._scraper = httpx.AsyncClient(timeout=2.0)
+        self._metrics_urls = {
+            child.name: _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
+            for child in [stack.aggregator, *extra]
         }
-    )
+        self.samples: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+
+    async def start(self) -> None:
+        await self._probe.start()
+
+    async def stop(self) -> None:
+        await self._probe.stop()
+        await self._scraper.aclose()
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    async def take(self) -> dict[str, Any]:
+        processes = soak_processes(self._stack, self._extra, self._extra_ingest)
+        freshness = await freshness_buckets(self._scraper, self._metrics_urls)
+        lag, produced = await self._probe.records()
+        ingest = self._stack.ingest
+        rss = status_kib(ingest.pid, "VmRSS") if ingest.pid else None
+        self.samples.append(
+            {
+                "t": round(self.elapsed_s(), 1),
+                "lag": float(lag),
+                "produced": float(produced),
+                "ingest_rss_mib": mib(rss) or 0.0,
+                "cpu": cpu_by_process(processes),
+                "pids": processes,
+                "freshness": freshness,
+            }
+        )
+        return self.samples[-1]
 
 
 def _own_port_url(child: ChildService, variable: str, path: str) -> str:
@@ -272,8 +318,8 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     extra_ingest = extra_ingest_processes(stack, plan.ingest - 1)
     for child in extra:
         child.start()
-    probe = LagProbe(stack)
-    await probe.start()
+    sampler = Sampler(stack, extra, extra_ingest)
+    await sampler.start()
     kills: list[dict[str, Any]] = []
     try:
         for child in extra:
@@ -299,36 +345,29 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             mix=MIX,
         )
         say(f"stream at {plan.rate:,.0f} events/s for {plan.duration_s:.0f} s")
-        samples: list[dict[str, Any]] = []
-        started = time.perf_counter()
+        sampler.started = time.perf_counter()
         load = asyncio.create_task(run_load(config, setup, label="soak"))
         killer = (
             asyncio.create_task(
-                kill_midway(kill_targets(stack, extra_ingest), started, plan.duration_s / 2)
+                kill_midway(kill_targets(stack, extra_ingest), sampler.started, plan.duration_s / 2)
             )
             if plan.kill
             else None
         )
-
-        async def sample() -> None:
-            processes = soak_processes(stack, extra, extra_ingest)
-            await _sample(probe, stack.ingest, processes, started, samples)
-
         while not load.done():
-            await sample()
+            await sampler.take()
             await asyncio.wait({load}, timeout=plan.sample_s)
         if killer is not None:
             kills = await killer
             for row in kill_rows(kills):
                 say(row.strip("| ").replace(" | ", ": "))
         result = load.result()
-        load_s = time.perf_counter() - started
+        load_s = sampler.elapsed_s()
         say("load finished; draining the backlog")
         drain_s: float | None = None
-        while time.perf_counter() - started < load_s + plan.drain_timeout_s:
-            await sample()
-            if samples[-1]["lag"] == 0:
-                drain_s = round(time.perf_counter() - started - load_s, 1)
+        while sampler.elapsed_s() < load_s + plan.drain_timeout_s:
+            if (await sampler.take())["lag"] == 0:
+                drain_s = round(sampler.elapsed_s() - load_s, 1)
                 break
             await asyncio.sleep(1.0)
         verification = None
@@ -342,12 +381,13 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
             say(checked.text())
             verification = checked.as_dict()
     finally:
-        await probe.stop()
+        await sampler.stop()
         await asyncio.to_thread(stop_all, [*extra, *extra_ingest])
     peaks = {
         "ingest": mib(peak_rss_kib(stack.ingest.pid)) if stack.ingest.pid else None,
         "aggregator": mib(peak_rss_kib(stack.aggregator.pid)) if stack.aggregator.pid else None,
     }
+    samples = sampler.samples
     return {
         "load": result.report,
         "lag": lag_verdict(samples, load_s),
@@ -355,6 +395,8 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
         "cores_used": cores_used(samples, 10.0, load_s - plan.sample_s),
         "kills": kills,
         "drain_s": drain_s,
+        # Over the load and the drain: every accepted event's record is folded by then.
+        "freshness": freshness_summary(samples),
         "samples": samples,
         "verification": verification,
         "peak_rss_mib": peaks,

@@ -8,6 +8,29 @@ from typing import Any
 from loadtest.bench.soak_kills import kill_rows
 
 
+def _seconds(quantile: dict[str, Any] | None) -> str:
+    if quantile is None:
+        return "n/a"
+    return f"> {quantile['seconds']:g} s" if quantile["above"] else f"{quantile['seconds']:.2f} s"
+
+
+def freshness_row(fresh: dict[str, Any] | None) -> str:
+    """The table row for the aggregators' fold freshness (absent from soaks before it was read)."""
+    if not fresh or not fresh.get("records"):
+        return "| Fold freshness (receipt → visible in summaries) | not measured |"
+    share = fresh["share_within_limit"]
+    worst = fresh["worst_window_p99"]
+    return (
+        "| Fold freshness (receipt → visible in summaries), load and drain | "
+        f"p50 {_seconds(fresh['p50'])}, p99 {_seconds(fresh['p99'])}; "
+        f"{share * 100:.1f} % of {fresh['records']:,.0f} records within {fresh['limit_s']:g} s; "
+        f"p99 per {fresh['window_s']:g} s window within {fresh['limit_s']:g} s in "
+        f"{fresh['windows_within_limit']} of {fresh['windows']}, worst {_seconds(worst)}"
+        + ("" if worst is None else f" (from {worst['from_s']:.0f} s)")
+        + " |"
+    )
+
+
 def soak_markdown(results: dict[str, Any]) -> str:
     soak, machine, plan = results["soak"], results["machine"], results["plan"]
     load, lag, ver = soak["load"], soak["lag"], soak["verification"] or {}
@@ -47,6 +70,7 @@ def soak_markdown(results: dict[str, Any]) -> str:
         f"{lag.get('max_lag_records', 0):,.0f}; second-half trend "
         f"{lag.get('trend_second_half_records_per_min', 0):+,.0f} records/min |",
         f"| Backlog drained after the load | {drained} |",
+        freshness_row(soak.get("freshness")),
         f"| End-to-end check | {checks} |",
         f"| Peak RSS | ingest {soak['peak_rss_mib']['ingest']} MiB, aggregator "
         f"{soak['peak_rss_mib']['aggregator']} MiB |",
