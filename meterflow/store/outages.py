@@ -14,6 +14,10 @@ as one of many exceptions, depending on the moment it hits:
   but every write that needs a new block fails until space is freed, and then the server carries
   on by itself: for a writer, an outage to wait out, not a bug. (Out of disk for its WAL, the
   server PANICs instead, and its clients see one of the errors above.)
+- a server out of memory: ``OutOfMemoryError`` (53200), a backend that could not allocate. Like
+  a full disk it passes when the pressure does (other backends finish, the operator adds memory)
+  and the same statement then succeeds, so it is waited out too. Other resource errors of class
+  53 (``ConfigurationLimitExceededError``, 53400: a limit in the server's settings) stay bugs.
 
 Ingest answers these 503 with ``Retry-After``; the aggregator's and the alert evaluator's loops
 wait them out with backoff (:mod:`meterflow.lifecycle.reconnect`).
@@ -40,6 +44,7 @@ _UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.DiskFullError,
+    asyncpg.exceptions.OutOfMemoryError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
@@ -52,7 +57,7 @@ _NOT_OUTAGES: tuple[type[Exception], ...] = (
 
 def is_database_outage(exc: BaseException) -> bool:
     """Whether ``exc`` means PostgreSQL could not be reached, dropped the connection, or could
-    not write because its disk is full.
+    not go on because its disk is full or it ran out of memory.
 
     A group of errors (from a task group) is an outage when every error in it is one.
     """

@@ -31,6 +31,7 @@ from meterflow.store.outages import DATABASE_ERRORS, is_database_outage
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.CrashShutdownError("terminating connection because of crash of another server"),
         asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.exceptions.OutOfMemoryError("out of memory"),
         asyncpg.InterfaceError("connection is closed"),
         asyncpg.InternalClientError("unexpected exchange"),
         asyncpg.exceptions.ProtocolError("unexpected message"),
