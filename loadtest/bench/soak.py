@@ -251,8 +251,7 @@ class Sampler:
         self._probe = LagProbe(stack)
         self._scraper = httpx.AsyncClient(timeout=2.0)
         self._metrics_urls = {
-            child.name: _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
-            for child in [stack.aggregator, *extra]
+            child.name: _aggregator_url(child, "/metrics") for child in [stack.aggregator, *extra]
         }
         self.samples: list[dict[str, Any]] = []
         self.started = time.perf_counter()
@@ -287,8 +286,9 @@ class Sampler:
         return self.samples[-1]
 
 
-def _own_port_url(child: ChildService, variable: str, path: str) -> str:
-    return f"http://127.0.0.1:{child.env[variable]}{path}"
+def _aggregator_url(child: ChildService, path: str) -> str:
+    """``path`` on an aggregator's own metrics port (``/metrics`` or ``/readyz``)."""
+    return f"http://127.0.0.1:{child.env['METERFLOW_AGGREGATOR_METRICS_PORT']}{path}"
 
 
 def kill_targets(stack: BenchStack, extra_ingest: Sequence[ChildService]) -> list[KillTarget]:
@@ -299,9 +299,7 @@ def kill_targets(stack: BenchStack, extra_ingest: Sequence[ChildService]) -> lis
         ingest_ready = own_ready_url(ingest)
     else:
         ingest, ingest_ready = stack.ingest, f"{stack.base_url}/readyz"
-    aggregator_ready = _own_port_url(
-        stack.aggregator, "METERFLOW_AGGREGATOR_METRICS_PORT", "/readyz"
-    )
+    aggregator_ready = _aggregator_url(stack.aggregator, "/readyz")
     return [KillTarget(ingest, ingest_ready), KillTarget(stack.aggregator, aggregator_ready)]
 
 
@@ -323,7 +321,7 @@ async def run_soak(stack: BenchStack, plan: SoakPlan) -> dict[str, Any]:
     kills: list[dict[str, Any]] = []
     try:
         for child in extra:
-            url = _own_port_url(child, "METERFLOW_AGGREGATOR_METRICS_PORT", "/metrics")
+            url = _aggregator_url(child, "/metrics")
             await asyncio.to_thread(wait_http_ready, url, child, READY_TIMEOUT_S)
         await start_ready(extra_ingest)
         run_id = new_run_id()

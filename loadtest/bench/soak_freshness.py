@@ -39,6 +39,11 @@ class Quantile:
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 3), "above": self.above}
 
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> Quantile:
+        """The quantile :meth:`as_dict` wrote (into ``soak.json``)."""
+        return cls(stored["seconds"], above=stored["above"])
+
 
 def parse_buckets(page: str, metric: str = FRESHNESS_METRIC) -> Buckets:
     """The cumulative buckets of ``metric`` in a Prometheus text page (empty if absent)."""
@@ -102,8 +107,8 @@ def freshness_summary(
 ) -> dict[str, Any]:
     """From soak samples, each with ``t``, ``freshness`` (aggregator name → cumulative buckets,
     None when it did not answer) and ``pids`` (name → pid, where a process restarted shows):
-    the p99 over the whole run, the worst p99 of any
-    window of about ``window_s``, and the share of records folded within ``limit_s``."""
+    the p50 and p99 over the whole run, the worst p99 of any window of about ``window_s``, and
+    the share of records folded within ``limit_s``."""
     total: list[Buckets] = []
     windows: list[tuple[float, Buckets]] = []
     last: dict[str, tuple[int | None, Buckets]] = {}

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadtest.bench.soak_freshness import Quantile
 from loadtest.bench.soak_kills import kill_rows
 
 
-def _seconds(quantile: dict[str, Any] | None) -> str:
-    if quantile is None:
-        return "n/a"
-    return f"> {quantile['seconds']:g} s" if quantile["above"] else f"{quantile['seconds']:.2f} s"
+def _seconds(stored: dict[str, Any] | None) -> str:
+    return "n/a" if stored is None else Quantile.from_dict(stored).text()
 
 
 def freshness_row(fresh: dict[str, Any] | None) -> str:
