@@ -27,6 +27,9 @@ from meterflow.errors import LauncherError
 DISK_MB = 256
 _POLL_S = 0.2
 _ENOSPC = "No space left on device"
+# How much longer than asked the disk stays full when PostgreSQL has not yet failed a write on
+# it: at a light load, a few seconds can pass without a write that needs a new block.
+_ENOSPC_WAIT_S = 15.0
 _SEVERITY = re.compile(r"\b(ERROR|FATAL|PANIC|LOG|WARNING):  ")
 
 
@@ -146,8 +149,9 @@ async def _switch_wal(admin_dsn: str, *, start_next: bool) -> str:
 
 
 def fill_postgres_disk(seconds: float, stack: FaultStack, *, wal_full: bool) -> list[str]:
-    """Fill the cluster's filesystem, hold it full for ``seconds``, free it, and bring
-    PostgreSQL back if it stopped; notes on what happened.
+    """Fill the cluster's filesystem, hold it full for ``seconds`` and then until PostgreSQL has
+    failed a write on it (up to ``_ENOSPC_WAIT_S`` more), free it, and bring PostgreSQL back if
+    it stopped; notes on what happened.
 
     Which writes fail depends on the WAL: its segments are 16 MiB files created whole, and
     written into in place. So a full disk fails only the writes to tables and indexes until
@@ -176,6 +180,11 @@ def fill_postgres_disk(seconds: float, stack: FaultStack, *, wal_full: bool) -> 
             ended = asyncio.run(_switch_wal(admin_dsn, start_next=False))
             notes.append(f"WAL segment {ended} ended on the full disk")
         time.sleep(seconds)
+        deadline = time.monotonic() + _ENOSPC_WAIT_S
+        while time.monotonic() < deadline and not any(
+            _ENOSPC in line for line in _logged_since(logs)
+        ):
+            time.sleep(_POLL_S)
     finally:
         disk.empty()
     notes += postgres_log_notes(_logged_since(logs))
